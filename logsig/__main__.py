@@ -1,0 +1,5 @@
+import sys
+
+from logsig.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""The batch a gateway publishes and a worker scans: the one contract between them.
+
+A batch is one Celery task. It groups the chunks (client batches with their ack ids) that
+the gateway coalesced; each chunk keeps its id so the workers can count it exactly once,
+however often it is delivered. Inside a chunk, consecutive lines of the same host and
+source share one segment, so the message stays compact (no per-line dicts).
+
+Wire form (msgpack or JSON friendly)::
+
+    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...]], ...]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from logsig.errors import ProtocolError
+
+VERSION = 1
+TASK_NAME = "logsig.scan_batch"
+
+
+@dataclass(slots=True)
+class Segment:
+    """Consecutive lines of one ``source`` on one ``host``; ``time`` is the first line's."""
+
+    host: str
+    source: str
+    time: float
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One client batch: lines in arrival order, identified by the client's chunk id."""
+
+    id: str
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def line_count(self) -> int:
+        return sum(len(s.lines) for s in self.segments)
+
+    def add(self, host: str, source: str, ts: float, line: str) -> None:
+        """Append a line, opening a new segment when host or source changes."""
+        last = self.segments[-1] if self.segments else None
+        if last is None or last.host != host or last.source != source:
+            last = Segment(host, source, ts)
+            self.segments.append(last)
+        last.lines.append(line)
+
+
+@dataclass(slots=True)
+class Batch:
+    tag: str
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def line_count(self) -> int:
+        return sum(c.line_count for c in self.chunks)
+
+    def encode(self) -> list[Any]:
+        return [
+            VERSION,
+            self.tag,
+            [[c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments]] for c in self.chunks],
+        ]
+
+    @classmethod
+    def decode(cls, obj: Any) -> Batch:
+        try:
+            version, tag, chunks = obj
+            if version != VERSION:
+                raise ProtocolError(f"unsupported batch version {version!r}")
+            return cls(
+                str(tag),
+                [
+                    Chunk(str(cid), [Segment(str(h), str(src), float(t), list(lines))
+                                     for h, src, t, lines in segs])
+                    for cid, segs in chunks
+                ],
+            )
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed batch: {exc}", obj) from exc

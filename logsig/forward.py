@@ -1,0 +1,248 @@
+"""Fluentd Forward protocol v1 codec, shared by the agents (client) and the gateway (server).
+
+Follows the published "Forward Protocol Specification v1" (fluent/fluentd wiki)::
+
+    Message                 [tag, time, record, option?]
+    Forward                 [tag, [[time, record], ...], option?]
+    PackedForward           [tag, <bin|str: concatenated msgpack [time, record]>, option?]
+    CompressedPackedForward as PackedForward, entries gzipped, option {"compressed": "gzip"}
+
+``time`` is an integer (seconds) or an EventTime (msgpack ext type 0: uint32 seconds and
+uint32 nanoseconds, big-endian); floats are accepted too, as fluentd's in_forward does.
+``option`` may carry ``size`` (number of events), ``chunk`` (the client asks for an ack) and
+``compressed``. The server answers a chunk with ``{"ack": chunk}``.
+
+The codec is sans-I/O: :class:`FrameDecoder` takes bytes and returns decoded messages, so it
+is tested without sockets and reused by any transport.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from logsig.errors import FrameTooLarge, ProtocolError
+
+EVENT_TIME_EXT = 0
+READ_SIZE = 64 * 1024
+_EVENT_TIME = struct.Struct(">II")
+
+Record = dict[str, Any]
+Event = tuple[float, Record]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardMessage:
+    """One decoded request: its tag, its events, and the chunk id to ack (if any)."""
+
+    tag: str
+    events: list[Event]
+    chunk: str | None
+    mode: str  # "message" | "forward" | "packed" | "compressed"
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def event_time(ts: float) -> msgpack.ExtType:
+    """Encode a Unix time as a Forward EventTime (nanosecond precision)."""
+    seconds = int(ts)
+    nanos = min(int(round((ts - seconds) * 1e9)), 999_999_999)
+    return msgpack.ExtType(EVENT_TIME_EXT, _EVENT_TIME.pack(seconds, nanos))
+
+
+def pack_event(ts: float, record: Record) -> bytes:
+    """One PackedForward entry: ``[EventTime, record]`` as msgpack bytes."""
+    return msgpack.packb([event_time(ts), record], use_bin_type=True)
+
+
+def _options(chunk: str | None, size: int | None = None, compressed: bool = False) -> Record:
+    option: Record = {}
+    if size is not None:
+        option["size"] = size
+    if chunk is not None:
+        option["chunk"] = chunk
+    if compressed:
+        option["compressed"] = "gzip"
+    return option
+
+
+def encode_message(tag: str, ts: float, record: Record, chunk: str | None = None) -> bytes:
+    body: list[Any] = [tag, event_time(ts), record]
+    if chunk is not None:
+        body.append(_options(chunk))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode_forward(tag: str, events: Iterable[Event], chunk: str | None = None) -> bytes:
+    entries = [[event_time(ts), record] for ts, record in events]
+    return msgpack.packb([tag, entries, _options(chunk, len(entries))], use_bin_type=True)
+
+
+def encode_packed_forward(
+    tag: str, entries: bytes, size: int, chunk: str | None = None, compress: bool = False
+) -> bytes:
+    """Wrap already-packed entries (see :func:`pack_event`) into a (Compressed)PackedForward."""
+    if compress:
+        gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
+        entries = gz.compress(entries) + gz.flush()
+    return msgpack.packb([tag, entries, _options(chunk, size, compress)], use_bin_type=True)
+
+
+def encode_ack(chunk: str) -> bytes:
+    return msgpack.packb({"ack": chunk}, use_bin_type=True)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EVENT_TIME_EXT and len(data) == 8:
+        seconds, nanos = _EVENT_TIME.unpack(data)
+        return float(seconds) + nanos / 1e9
+    raise ProtocolError(f"unsupported msgpack ext type {code} ({len(data)} bytes)")
+
+
+def _new_unpacker(max_bytes: int, unicode_errors: str) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        unicode_errors=unicode_errors,
+        ext_hook=_ext_hook,
+        max_buffer_size=max_bytes,
+    )
+
+
+def _check_time(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"event time must be an integer or EventTime, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_event(entry: object) -> Event:
+    if not isinstance(entry, list | tuple) or len(entry) != 2:
+        raise ProtocolError("event must be a [time, record] pair", entry)
+    ts, record = entry
+    if not isinstance(record, dict):
+        raise ProtocolError(f"record must be a map, got {type(record).__name__}")
+    return _check_time(ts), record
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress one or more concatenated gzip members, refusing output above ``limit``."""
+    out: list[bytes] = []
+    total = 0
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            piece = inflater.decompress(data, limit - total + 1)
+        except zlib.error as exc:
+            raise ProtocolError(f"bad gzip payload: {exc}") from exc
+        total += len(piece)
+        if total > limit or inflater.unconsumed_tail:
+            raise FrameTooLarge(f"decompressed payload exceeds {limit} bytes")
+        if not inflater.eof:
+            raise ProtocolError("truncated gzip payload")
+        out.append(piece)
+        data = inflater.unused_data
+    return b"".join(out)
+
+
+def _unpack_entries(payload: bytes, limit: int) -> Iterator[Event]:
+    unpacker = _new_unpacker(max(limit, len(payload)), "replace")
+    unpacker.feed(payload)
+    try:
+        for entry in unpacker:
+            yield _check_event(entry)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises many types for corrupt input
+        raise ProtocolError(f"corrupt packed entries: {exc}") from exc
+    if unpacker.tell() != len(payload):
+        raise ProtocolError("packed entries end with an incomplete event")
+
+
+def _check_option(value: object) -> Record:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"option must be a map, got {type(value).__name__}")
+    chunk = value.get("chunk")
+    if chunk is not None and not isinstance(chunk, str):
+        raise ProtocolError("option 'chunk' must be a string")
+    size = value.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ProtocolError("option 'size' must be a non-negative integer")
+    compressed = value.get("compressed")
+    if compressed not in (None, "gzip", "text"):
+        raise ProtocolError(f"unsupported compression {compressed!r}")
+    return value
+
+
+def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
+    """Validate one decoded msgpack value and turn it into a :class:`ForwardMessage`."""
+    if not isinstance(obj, list | tuple) or not 2 <= len(obj) <= 4:
+        raise ProtocolError(f"request must be an array of 2-4 items, got {type(obj).__name__}")
+    tag, body = obj[0], obj[1]
+    if not isinstance(tag, str):
+        raise ProtocolError(f"tag must be a string, got {type(tag).__name__}")
+    if isinstance(body, list):  # Forward mode
+        option = _check_option(obj[2] if len(obj) > 2 else None)
+        if len(obj) > 3:
+            raise ProtocolError("forward mode takes at most 3 items")
+        events, mode = [_check_event(e) for e in body], "forward"
+    elif isinstance(body, bytes | str):  # (Compressed)PackedForward
+        option = _check_option(obj[2] if len(obj) > 2 else None)
+        payload = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+        mode = "packed"
+        if option.get("compressed") == "gzip":
+            payload, mode = _gunzip(payload, max_bytes), "compressed"
+        events = list(_unpack_entries(payload, max_bytes))
+    else:  # Message mode
+        if len(obj) < 3:
+            raise ProtocolError("message mode needs [tag, time, record]")
+        option = _check_option(obj[3] if len(obj) > 3 else None)
+        events, mode = [_check_event((body, obj[2]))], "message"
+    size = option.get("size")
+    if size is not None and mode != "message" and size != len(events):
+        raise ProtocolError(f"option size={size} but {len(events)} events arrived")
+    return ForwardMessage(tag, events, option.get("chunk"), mode)
+
+
+class FrameDecoder:
+    """Streaming decoder: feed socket bytes, get complete requests back.
+
+    Bounded: no single frame may exceed ``max_frame_bytes`` (checked as the buffer grows, so
+    an oversized frame is refused before it is complete).
+    """
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._max = max_frame_bytes
+        self._unpacker = _new_unpacker(max_frame_bytes + READ_SIZE, "surrogateescape")
+        self._fed = 0
+
+    def feed(self, data: bytes) -> list[ForwardMessage]:
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull as exc:
+            raise FrameTooLarge(f"frame exceeds MAX_FRAME_BYTES={self._max}") from exc
+        self._fed += len(data)
+        messages: list[ForwardMessage] = []
+        try:
+            for obj in self._unpacker:
+                messages.append(parse_request(obj, self._max))
+        except ProtocolError:
+            raise
+        except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
+            raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from exc
+        return messages
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete frame held in the buffer (0 between frames)."""
+        return self._fed - self._unpacker.tell()

@@ -1,0 +1,121 @@
+"""Settings read once at start-up from the environment and an optional ``.env`` file.
+
+Every component takes a :class:`Settings` instance and never reads the environment itself,
+so tests and the CLI can build one explicitly and pass it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dotenv import dotenv_values
+
+from logsig.errors import SettingsError
+
+# Environment variable for each field; the names are part of the documented interface.
+ENV_NAMES: dict[str, str] = {
+    "redis_url": "REDIS_URL",
+    "key_prefix": "KEY_PREFIX",
+    "gateway_host": "GATEWAY_HOST",
+    "gateway_port": "GATEWAY_PORT",
+    "batch_size": "BATCH_SIZE",
+    "timeout": "TIMEOUT",
+    "max_frame_bytes": "MAX_FRAME_BYTES",
+    "max_inflight_publishes": "MAX_INFLIGHT_PUBLISHES",
+    "ack_timeout": "ACK_TIMEOUT",
+    "agent_max_inflight": "AGENT_MAX_INFLIGHT",
+    "retry_initial": "RETRY_INITIAL",
+    "retry_max": "RETRY_MAX",
+    "registry_path": "REGISTRY_PATH",
+    "agent_name": "AGENT_NAME",
+    "tag": "FLUENT_TAG",
+    "partial_line_timeout": "PARTIAL_LINE_TIMEOUT",
+    "poll_interval": "POLL_INTERVAL",
+    "rules_path": "RULES_PATH",
+    "worker_concurrency": "WORKER_CONCURRENCY",
+    "queue": "QUEUE",
+    "visibility_timeout": "VISIBILITY_TIMEOUT",
+    "match_stream_maxlen": "MATCH_STREAM_MAXLEN",
+    "chunk_ttl": "CHUNK_TTL",
+    "minute_ttl": "MINUTE_TTL",
+    "shutdown_timeout": "SHUTDOWN_TIMEOUT",
+    "log_level": "LOG_LEVEL",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables of logsig; see ``.env.example`` for what each one does."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "logsig"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 24224
+    batch_size: int = 1000
+    timeout: float = 1.0
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_inflight_publishes: int = 4
+    ack_timeout: float = 10.0
+    agent_max_inflight: int = 4
+    retry_initial: float = 0.2
+    retry_max: float = 10.0
+    registry_path: str = "logsig-registry.json"
+    agent_name: str = field(default_factory=socket.gethostname)
+    tag: str = "logsig"
+    partial_line_timeout: float = 5.0
+    poll_interval: float = 0.25
+    rules_path: str = ""
+    worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    queue: str = "logsig"
+    visibility_timeout: int = 3600
+    match_stream_maxlen: int = 10_000
+    chunk_ttl: int = 7 * 86400
+    minute_ttl: int = 7 * 86400
+    shutdown_timeout: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "max_frame_bytes", "max_inflight_publishes",
+                    "agent_max_inflight", "worker_concurrency", "match_stream_maxlen")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
+        if not 0 < self.gateway_port < 65536:
+            raise SettingsError(f"GATEWAY_PORT must be 1..65535, got {self.gateway_port!r}")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env"
+    ) -> Settings:
+        """Build settings from ``.env`` (if present) overlaid by the process environment."""
+        source: dict[str, str | None] = {}
+        if dotenv_path and os.path.exists(dotenv_path):
+            source.update(dotenv_values(dotenv_path))
+        source.update(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for fld in dataclasses.fields(cls):
+            raw = source.get(ENV_NAMES[fld.name])
+            if raw is None or raw == "":
+                continue
+            values[fld.name] = _coerce(fld.name, raw, fld.type)
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> Settings:
+        """Return a copy with the non-None overrides applied (for CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _coerce(name: str, raw: str, type_name: object) -> Any:
+    kind = {"int": int, "float": float}.get(str(type_name), str)
+    try:
+        return kind(raw.strip()) if kind is not str else raw
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_NAMES[name]}={raw!r} is not a valid {kind.__name__}") from exc
