@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--json", action="store_true", help="machine-readable output")
     rs.add_argument("--limit", type=int, default=10, help="recent matches to show")
 
+    hc = sub.add_parser("health", help="exit 0 if a component answers (for healthchecks)")
+    hc.add_argument("target", choices=["redis", "gateway", "worker"])
+    hc.add_argument("--hostname", default=None, help="worker node to ping (default logsig@host)")
+
     dm = sub.add_parser("demo", help="run the whole pipeline on generated logs and print results")
     dm.add_argument("--lines", type=int, default=20_000, help="lines per agent")
     return parser
@@ -94,6 +98,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from workers.results import show
 
         return show(settings, as_json=args.json, limit=args.limit)
+    if args.command == "health":
+        from logsig.health import check
+
+        return check(settings, args.target, hostname=args.hostname)
     if args.command == "demo":
         from logsig.demo import run as run_demo
 

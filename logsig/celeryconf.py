@@ -1,0 +1,40 @@
+"""The Celery configuration shared by the gateway (producer) and the workers (consumer).
+
+The gateway publishes by task name only (``send_task``) and never imports worker code; both
+sides build their app here so serializer, queue and broker options cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from logsig.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        # Safe serializers only: a pickle message is refused, never executed.
+        "task_serializer": "msgpack",
+        "accept_content": ["msgpack", "json"],
+        "result_serializer": "json",
+        "result_backend": None,
+        "task_ignore_result": True,
+        # At-least-once: a task is acked after it ran; a killed worker child requeues it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_default_queue": settings.queue,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
+
+def make_celery(settings: Settings, main: str = "logsig") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
