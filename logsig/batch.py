@@ -64,7 +64,10 @@ class Batch:
         return [
             VERSION,
             self.tag,
-            [[c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments]] for c in self.chunks],
+            [
+                [c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments]]
+                for c in self.chunks
+            ],
         ]
 
     @classmethod

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="generate realistic mixed log lines at RATE lines/s")
     ag.add_argument("--count", type=int, help="with --generate: stop after this many lines")
     ag.add_argument("--seed", type=int, default=None, help="with --generate: random seed")
-    ag.add_argument("--name", dest="agent_name", help="host name sent with each record (AGENT_NAME)")
+    ag.add_argument("--name", dest="agent_name",
+                    help="host name sent with each record (AGENT_NAME)")
     ag.add_argument("--registry", dest="registry_path", help="offset registry file (REGISTRY_PATH)")
     ag.add_argument("--tag", dest="tag", help="Forward tag (FLUENT_TAG)")
     _add_network(ag)

@@ -52,7 +52,7 @@ class ForwardMessage:
 def event_time(ts: float) -> msgpack.ExtType:
     """Encode a Unix time as a Forward EventTime (nanosecond precision)."""
     seconds = int(ts)
-    nanos = min(int(round((ts - seconds) * 1e9)), 999_999_999)
+    nanos = min(round((ts - seconds) * 1e9), 999_999_999)
     return msgpack.ExtType(EVENT_TIME_EXT, _EVENT_TIME.pack(seconds, nanos))
 
 
@@ -120,7 +120,8 @@ def _new_unpacker(max_bytes: int, unicode_errors: str) -> msgpack.Unpacker:
 
 def _check_time(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(f"event time must be an integer or EventTime, got {type(value).__name__}")
+        kind = type(value).__name__
+        raise ProtocolError(f"event time must be an integer or EventTime, got {kind}")
     return float(value)
 
 
@@ -225,6 +226,7 @@ class FrameDecoder:
         self._max = max_frame_bytes
         self._unpacker = _new_unpacker(max_frame_bytes + READ_SIZE, "surrogateescape")
         self._fed = 0
+        self._complete = 0  # offset just past the last complete frame
 
     def feed(self, data: bytes) -> list[ForwardMessage]:
         try:
@@ -235,14 +237,16 @@ class FrameDecoder:
         messages: list[ForwardMessage] = []
         try:
             for obj in self._unpacker:
+                self._complete = self._unpacker.tell()
                 messages.append(parse_request(obj, self._max))
         except ProtocolError:
             raise
         except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
-            raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from exc
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ProtocolError(f"malformed msgpack ({detail})") from exc
         return messages
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete frame held in the buffer (0 between frames)."""
-        return self._fed - self._unpacker.tell()
+        return self._fed - self._complete

@@ -1,0 +1,98 @@
+"""One client connection: decode Forward frames, hand chunks on, write acks back.
+
+A frame that is malformed, of the wrong shape or too large closes this connection only,
+with the reason logged; nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.coalescer import Coalescer
+from gateway.records import message_to_chunk
+from logsig.errors import ProtocolError
+from logsig.forward import READ_SIZE, FrameDecoder, encode_ack
+
+log = logging.getLogger(__name__)
+
+# A client that does not read its acks cannot make us buffer them without bound.
+MAX_UNREAD_ACK_BYTES = 1024 * 1024
+
+
+class Connection:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        coalescer: Coalescer,
+        max_frame_bytes: int,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._coalescer = coalescer
+        self._decoder = FrameDecoder(max_frame_bytes)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self._peer_host = str(peer[0])
+        self._awaiting_acks = 0
+        self._acks_done = asyncio.Event()
+        self._acks_done.set()
+
+    async def serve(self) -> None:
+        """Read until EOF or a protocol error; then wait for owed acks and close."""
+        try:
+            while data := await self._reader.read(READ_SIZE):
+                await self._handle(data)
+            if self._decoder.pending_bytes:
+                log.warning("connection %s closed in the middle of a frame (%d bytes dropped)",
+                            self.peer, self._decoder.pending_bytes)
+        except ProtocolError as exc:
+            log.warning("closing connection %s: %s", self.peer, exc.reason)
+            self.close()
+            return
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("connection %s lost: %s", self.peer, exc)
+            self.close()
+            return
+        await self._acks_done.wait()
+        self.close()
+
+    async def _handle(self, data: bytes) -> None:
+        for message in self._decoder.feed(data):
+            chunk = message_to_chunk(message, self._peer_host)
+            if not chunk.segments:  # an empty event stream: nothing to publish
+                if message.chunk:
+                    self.ack(message.chunk, owed=False)
+                continue
+            if message.chunk:
+                self._awaiting_acks += 1
+                self._acks_done.clear()
+            await self._coalescer.add(message.tag, chunk, self if message.chunk else None)
+
+    def ack(self, chunk_id: str, owed: bool = True) -> None:
+        if owed:
+            self._awaiting_acks -= 1
+            if self._awaiting_acks == 0:
+                self._acks_done.set()
+        if self._writer.is_closing():
+            return
+        if self._writer.transport.get_write_buffer_size() > MAX_UNREAD_ACK_BYTES:
+            log.warning("closing connection %s: it does not read its acks", self.peer)
+            self.close()
+            return
+        self._writer.write(encode_ack(chunk_id))
+
+    def publish_failed(self, reason: str) -> None:
+        # Closing makes the client re-send its unacked chunks promptly, on a new connection.
+        self._awaiting_acks -= 1
+        if self._awaiting_acks == 0:
+            self._acks_done.set()
+        if not self._writer.is_closing():
+            log.warning("closing connection %s: its chunk could not be published (%s)",
+                        self.peer, reason)
+            self.close()
+
+    def close(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.close()

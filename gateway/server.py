@@ -1,0 +1,110 @@
+"""The gateway process: an asyncio TCP server speaking Forward v1, publishing to Celery.
+
+Lifecycle: start listening; serve until SIGTERM/SIGINT; then stop accepting, stop reading,
+publish what is buffered, ack it, close connections and exit 0. A second signal exits at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from gateway.coalescer import Coalescer, Publisher
+from gateway.connection import Connection
+from gateway.publisher import CeleryPublisher
+from logsig.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, publisher: Publisher) -> None:
+        self._settings = settings
+        high_water = settings.batch_size * (settings.max_inflight_publishes + 2)
+        self.coalescer = Coalescer(publisher, settings.batch_size, settings.timeout, high_water)
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], Connection] = {}
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        s = self._settings
+        self._server = await asyncio.start_server(
+            self._handle, s.gateway_host, s.gateway_port, reuse_address=True, backlog=4096
+        )
+        log.info("gateway listening on %s:%d (BATCH_SIZE=%d, TIMEOUT=%ss, loop=%s)",
+                 s.gateway_host, self.port, s.batch_size, s.timeout,
+                 type(asyncio.get_running_loop()).__module__)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, self.coalescer, self._settings.max_frame_bytes)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = conn
+        try:
+            await conn.serve()
+        finally:
+            self._connections.pop(task, None)
+
+    async def shutdown(self) -> bool:
+        """Stop accepting and reading, publish and ack what is buffered, close everything."""
+        if self._server is not None:
+            self._server.close()
+        readers = list(self._connections)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        drained = await self.coalescer.drain(self._settings.shutdown_timeout)
+        if not drained:
+            log.warning("shutdown timeout: %d lines were not published (clients will resend)",
+                        self.coalescer.pending_lines)
+        for conn in list(self._connections.values()):
+            conn.close()
+        await asyncio.sleep(0)  # let transports flush the last acks
+        return drained
+
+
+async def serve(settings: Settings) -> int:
+    publisher = CeleryPublisher(settings)
+    gateway = Gateway(settings, publisher)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            raise SystemExit(1)
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await stop.wait()
+        await gateway.shutdown()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await loop.run_in_executor(None, publisher.close)
+    log.info("gateway stopped (%d batches published)", gateway.coalescer.published_batches)
+    return 0
+
+
+def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.new_event_loop  # type: ignore[return-value]
+    return None
+
+
+def run(settings: Settings) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(serve(settings))
