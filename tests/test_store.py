@@ -1,0 +1,138 @@
+"""The result store on a real redis-server: exactly-once per chunk, every key as documented."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import redis
+
+from logsig.batch import Batch, Chunk, Segment
+from logsig.keys import Keys
+from logsig.settings import Settings
+from workers.aggregate import aggregate, flatten
+from workers.engine import ReferenceEngine
+from workers.tasks import WorkerState, build_state, process_batch
+
+NOW = 1_700_000_000.0  # 2023-11-14 22:13 UTC
+KEYS = Keys("logsig")
+
+SSH_FAIL = "sshd[7]: Failed password for root from 203.0.113.9 port 22 ssh2"
+SSH_INVALID = "sshd[8]: Invalid user bob from 203.0.113.10"
+DOTENV = '203.0.113.4 - - [01/Jan/2024:00:00:00 +0000] "GET /.env HTTP/1.1" 404 1 "-" "-"'
+OOM = "kernel: Out of memory: Killed process 42 (java) total-vm:1kB"
+
+
+@pytest.fixture
+def state(redis_server, redis_client: redis.Redis) -> WorkerState:  # type: ignore[no-untyped-def]
+    return build_state(Settings(redis_url=redis_server.url, chunk_ttl=600, minute_ttl=300))
+
+
+def make_batch() -> Batch:
+    a = Chunk("agent1-1", [Segment("web1", "/var/log/auth.log", 1700.5,
+                                   [SSH_FAIL, "ok", SSH_FAIL, SSH_INVALID]),
+                           Segment("web1", "access.log", 1701.0, [DOTENV, "GET / 200"])])
+    b = Chunk("agent2-1", [Segment("db1", "kern.log", 1702.25, [OOM, "ok é"])])
+    return Batch("logsig", [a, b])
+
+
+def test_batch_writes_every_documented_key(state: WorkerState,
+                                           redis_client: redis.Redis) -> None:
+    assert process_batch(state, make_batch().encode(), now=NOW) == (2, 0)
+    r = redis_client
+    assert r.hgetall(KEYS.totals) == {
+        "lines": "8", "batches": "1", "chunks": "2", "matches": "5",
+        "bytes": str(sum(len(s.encode()) for s in [SSH_FAIL, "ok", SSH_FAIL, SSH_INVALID,
+                                                    DOTENV, "GET / 200", OOM, "ok é"])),
+    }
+    assert r.hgetall(KEYS.signatures) == {"sshd-failed-password": "2", "sshd-invalid-user": "1",
+                                          "web-dotenv-probe": "1", "kernel-oom-killer": "1"}
+    assert r.hgetall(KEYS.agents) == {"web1": "6", "db1": "2"}
+    assert r.hgetall(KEYS.agent("web1")) == {"sshd-failed-password": "2",
+                                             "sshd-invalid-user": "1", "web-dotenv-probe": "1"}
+    assert r.hgetall(KEYS.agent("db1")) == {"kernel-oom-killer": "1"}
+    minute = KEYS.minute(NOW)
+    assert minute == "logsig:minute:202311142213"
+    assert r.hgetall(minute) == {"_lines": "8", "sshd-failed-password": "2",
+                                 "sshd-invalid-user": "1", "web-dotenv-probe": "1",
+                                 "kernel-oom-killer": "1"}
+    assert 0 < r.ttl(minute) <= 300
+    for cid in ("agent1-1", "agent2-1"):
+        assert r.get(KEYS.chunk(cid)) == "1" and 0 < r.ttl(KEYS.chunk(cid)) <= 600
+
+
+def test_match_stream_entries(state: WorkerState, redis_client: redis.Redis) -> None:
+    process_batch(state, make_batch().encode(), now=NOW)
+    entries = [fields for _, fields in redis_client.xrange(KEYS.matches)]
+    assert len(entries) == 5
+    assert entries[0] == {"rule": "sshd-failed-password", "severity": "medium", "agent": "web1",
+                          "source": "/var/log/auth.log", "line": SSH_FAIL, "time": "1700.500"}
+    assert [e["rule"] for e in entries] == ["sshd-failed-password", "sshd-failed-password",
+                                            "sshd-invalid-user", "web-dotenv-probe",
+                                            "kernel-oom-killer"]
+    assert entries[-1]["agent"] == "db1" and entries[-1]["time"] == "1702.250"
+
+
+def test_redelivered_batch_counts_once(state: WorkerState, redis_client: redis.Redis) -> None:
+    encoded = make_batch().encode()
+    assert process_batch(state, encoded, now=NOW) == (2, 0)
+    before = {k: redis_client.hgetall(k) for k in (KEYS.signatures, KEYS.agents, KEYS.minute(NOW))}
+    assert process_batch(state, encoded, now=NOW) == (0, 2)
+    totals = redis_client.hgetall(KEYS.totals)
+    assert totals["lines"] == "8" and totals["batches"] == "1" and totals["chunks"] == "2"
+    assert totals["duplicates"] == "8"
+    assert {k: redis_client.hgetall(k) for k in before} == before
+    assert redis_client.xlen(KEYS.matches) == 5
+
+
+def test_partly_new_batch(state: WorkerState, redis_client: redis.Redis) -> None:
+    first = make_batch()
+    process_batch(state, first.encode(), now=NOW)
+    again = Batch("logsig", [first.chunks[1],
+                             Chunk("agent2-2", [Segment("db1", "kern.log", 1703.0, [OOM])])])
+    assert process_batch(state, again.encode(), now=NOW + 60) == (1, 1)
+    totals = redis_client.hgetall(KEYS.totals)
+    assert totals["batches"] == "2" and totals["chunks"] == "3"
+    assert totals["lines"] == "9" and totals["duplicates"] == "2"
+    assert redis_client.hget(KEYS.signatures, "kernel-oom-killer") == "2"
+    assert redis_client.hgetall(KEYS.minute(NOW + 60)) == {"_lines": "1", "kernel-oom-killer": "1"}
+
+
+def test_expected_counts_from_the_reference_engine(state: WorkerState,
+                                                   redis_client: redis.Redis) -> None:
+    """How any test can predict the counters: reference scan + aggregate."""
+    lines = [ex for r in state.rules for ex in (*r.match_examples, *r.nomatch_examples)]
+    batch = Batch("t", [Chunk(f"c{n}", [Segment(f"h{n % 3}", "s", 1.0, lines[n::4])])
+                        for n in range(4)])
+    flat, spans = flatten(batch)
+    pairs = ReferenceEngine(state.rules).scan(flat)
+    expected: Counter[str] = Counter()
+    for delta in aggregate(batch, spans, pairs, flat, state.rules):
+        expected.update(delta.signatures)
+    process_batch(state, batch.encode(), now=NOW)
+    assert {k: int(v) for k, v in redis_client.hgetall(KEYS.signatures).items()} == expected
+    assert sum(expected.values()) == int(redis_client.hget(KEYS.totals, "matches") or 0)
+
+
+def test_stream_is_capped(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    state = build_state(Settings(redis_url=redis_server.url, match_stream_maxlen=10))
+    for n in range(30):
+        batch = Batch("t", [Chunk(f"cap-{n}", [Segment("h", "s", 1.0, [SSH_FAIL] * 20)])])
+        process_batch(state, batch.encode(), now=NOW)
+    assert redis_client.hget(KEYS.signatures, "sshd-failed-password") == "600"
+    assert redis_client.xlen(KEYS.matches) < 600
+
+
+def test_publish_rules_metadata(state: WorkerState, redis_client: redis.Redis) -> None:
+    state.store.publish_rules(state.rules)
+    meta = redis_client.hgetall(KEYS.rules)
+    assert set(meta) == {r.id for r in state.rules}
+    assert json.loads(meta["web-log4shell"]) == {"title": "Log4Shell JNDI lookup (CVE-2021-44228)",
+                                                 "severity": "critical"}
+
+
+def test_key_prefix_is_respected(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    state = build_state(Settings(redis_url=redis_server.url, key_prefix="other"))
+    process_batch(state, make_batch().encode(), now=NOW)
+    assert all(k.startswith("other:") for k in redis_client.keys("*"))

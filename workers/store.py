@@ -1,0 +1,107 @@
+"""Write a batch's results to Redis in one round trip, counting every chunk exactly once.
+
+A Lua script (EVALSHA) runs per batch. For each chunk it claims ``keys.chunk(id)`` with
+``SET NX EX``; only a fresh claim applies the chunk's deltas, so a redelivered batch (acks
+are late, workers can die) adds nothing but ``totals.duplicates``. The arguments travel as one
+msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is computed here from
+:class:`logsig.keys.Keys` and passed in, so the key schema stays defined in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgpack
+import redis
+
+from logsig.keys import Keys
+from logsig.settings import Settings
+from workers.aggregate import ChunkDelta
+from workers.rules import Rule
+
+_RECORD = """
+local totals, sigs, agents, minute, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local args = cmsgpack.unpack(ARGV[1])
+local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
+local fresh, dup = 0, 0
+for _, c in ipairs(args[4]) do
+  if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
+    fresh = fresh + 1
+    redis.call('HINCRBY', totals, 'lines', c[2])
+    redis.call('HINCRBY', totals, 'bytes', c[3])
+    redis.call('HINCRBY', totals, 'matches', c[4])
+    redis.call('HINCRBY', minute, '_lines', c[2])
+    local s = c[5]
+    for i = 1, #s, 2 do
+      redis.call('HINCRBY', sigs, s[i], s[i + 1])
+      redis.call('HINCRBY', minute, s[i], s[i + 1])
+    end
+    local a = c[6]
+    for i = 1, #a, 2 do redis.call('HINCRBY', agents, a[i], a[i + 1]) end
+    local per = c[7]
+    for i = 1, #per, 2 do
+      local counts = per[i + 1]
+      for j = 1, #counts, 2 do redis.call('HINCRBY', per[i], counts[j], counts[j + 1]) end
+    end
+    for _, e in ipairs(c[8]) do
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', e[1], 'severity', e[2],
+                 'agent', e[3], 'source', e[4], 'line', e[5], 'time', e[6])
+    end
+  else
+    dup = dup + 1
+    redis.call('HINCRBY', totals, 'duplicates', c[2])
+  end
+end
+if fresh > 0 then
+  redis.call('HINCRBY', totals, 'batches', 1)
+  redis.call('HINCRBY', totals, 'chunks', fresh)
+  redis.call('EXPIRE', minute, minute_ttl)
+end
+return {fresh, dup}
+"""
+
+
+def _flat(counts: dict[str, int]) -> list[Any]:
+    return [x for item in counts.items() for x in item]
+
+
+class ResultStore:
+    """The worker's only writer to Redis; one instance per worker process."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.keys = Keys(settings.key_prefix)
+        self.settings = settings
+        self._record = client.register_script(_RECORD)
+
+    def record(self, deltas: Sequence[ChunkDelta], now: float | None = None) -> tuple[int, int]:
+        """Apply the deltas of new chunks; returns (new chunks, duplicate chunks)."""
+        if not deltas:
+            return 0, 0
+        now = time.time() if now is None else now
+        k, s = self.keys, self.settings
+        chunks = [[k.chunk(d.chunk_id), d.lines, d.bytes, d.matches, _flat(d.signatures),
+                   _flat(d.agent_lines),
+                   [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
+                   d.events]
+                  for d in deltas]
+        blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks],
+                             unicode_errors="replace")
+        keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches]
+        fresh, dup = self._record(keys=keys, args=[blob])
+        return int(fresh), int(dup)
+
+    def publish_rules(self, rules: Iterable[Rule]) -> None:
+        """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""
+        mapping: dict[Any, Any] = {r.id: json.dumps(r.metadata()) for r in rules}
+        if mapping:
+            self.client.hset(self.keys.rules, mapping=mapping)
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A client for ``REDIS_URL`` that returns str (the stored lines are UTF-8)."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                health_check_interval=30)
