@@ -1,0 +1,174 @@
+"""The agent's pipeline and lifecycle: sources -> queue -> batcher -> client -> registry.
+
+Memory is bounded end to end: the queue holds at most :data:`QUEUE_BLOCKS` blocks, the
+batcher one open batch, the client ``agent_max_inflight`` chunks. When the gateway is
+slow the client's window fills, the shipper stops taking blocks, the queue fills, and the
+sources wait in ``await sink(block)`` instead of reading on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from agents.batcher import Batcher, halve
+from agents.block import Block, Source
+from agents.client import Chunk, ForwardClient, new_chunk_id
+from agents.encoder import FrameEncoder
+from agents.registry import AckLedger, Registry, positions_of
+from logsig.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_BLOCKS = 16
+COMMIT_INTERVAL = 1.0
+"""Seconds between registry writes while acks come in (each write is an fsync)."""
+
+
+class Agent:
+    """Runs the sources until they end or :meth:`stop`, and ships what they read."""
+
+    def __init__(self, settings: Settings, sources: Sequence[Source], registry: Registry) -> None:
+        self.settings = settings
+        self.sources = list(sources)
+        self.registry = registry
+        self.lines_read = 0
+        self.lines_acked = 0
+        self.failed_sources = 0
+        self._queue: asyncio.Queue[Block | None] = asyncio.Queue(QUEUE_BLOCKS)
+        self._batcher: Batcher[Block] = Batcher(settings.batch_size, settings.timeout)
+        self._encoder = FrameEncoder(settings.tag, settings.agent_name)
+        self._ledger = AckLedger()
+        self._client = ForwardClient(settings, self._on_ack)
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def unacked_lines(self) -> int:
+        return self.lines_read - self.lines_acked
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; a second call gives up waiting for acks."""
+        if self._stop.is_set():
+            log.warning("second stop request: not waiting for acks any longer")
+            self._force.set()
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Ship until done; 0 if every line read was acked, else 1 (the count is logged)."""
+        self._client.start()
+        self._source_tasks = [asyncio.create_task(self._run_source(s)) for s in self.sources]
+        shipper = asyncio.create_task(self._ship(), name="shipper")
+        committer = asyncio.create_task(self._commit_loop(), name="registry-commit")
+        self._tasks = [*self._source_tasks, shipper, committer]
+        finish = asyncio.create_task(self._finish(shipper), name="finish")
+        try:
+            await self._wait(finish)
+        finally:
+            await self._close(finish)
+        if self.unacked_lines:
+            log.error("%d line(s) read but not acked by the gateway", self.unacked_lines)
+            return 1
+        if self.failed_sources:
+            return 1
+        log.info("done: %d line(s) shipped and acked", self.lines_acked)
+        return 0
+
+    async def _wait(self, finish: asyncio.Task[None]) -> None:
+        """Until the sources have ended and all is acked, or a stop request has been honoured.
+
+        Only finite sources end by themselves; files are followed until a stop request.
+        """
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({stopping, finish}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not finish.done():
+            timeout = self.settings.shutdown_timeout
+            log.info("stopping: flushing the open batch, waiting up to %.1fs for acks", timeout)
+            for source in self.sources:
+                source.stop()
+            forced = asyncio.create_task(self._force.wait())
+            await asyncio.wait({finish, forced}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
+        if finish.done():
+            finish.result()  # re-raise a crash of the shipper
+
+    async def _finish(self, shipper: asyncio.Task[None]) -> None:
+        """Sources done -> flush the batcher -> all chunks acked."""
+        await asyncio.gather(*self._source_tasks)
+        await self._queue.put(None)
+        await shipper
+        await self._client.wait_acked()
+
+    async def _run_source(self, source: Source) -> None:
+        try:
+            await source.run(self._put)
+        except Exception:
+            self.failed_sources += 1
+            log.exception("source %r failed; the others go on", source)
+
+    async def _put(self, block: Block) -> None:
+        await self._queue.put(block)
+        self.lines_read += len(block)
+
+    async def _ship(self) -> None:
+        """Queue -> batcher -> client, flushing on size, on timeout, and at the end."""
+        clock = asyncio.get_running_loop().time
+        batcher = self._batcher
+        while True:
+            try:
+                async with asyncio.timeout_at(batcher.deadline):
+                    block = await self._queue.get()
+            except TimeoutError:
+                await self._send(batcher.due(clock()))
+                continue
+            if block is None:
+                await self._send(batcher.flush())
+                return
+            for batch in batcher.add(block, clock()):
+                await self._send(batch)
+
+    async def _send(self, batch: list[Block] | None) -> None:
+        """Encode ``batch`` as one chunk and hand it to the client (halved if too big)."""
+        if not batch:
+            return
+        chunk_id = new_chunk_id()
+        frame = self._encoder.encode(batch, chunk_id)
+        lines = sum(map(len, batch))
+        if len(frame) > self.settings.max_frame_bytes and lines > 1:
+            for half in halve(batch):  # the gateway would refuse it: MAX_FRAME_BYTES
+                await self._send(half)
+            return
+        seq = self._ledger.register(positions_of(batch))
+        await self._client.send(Chunk(chunk_id, frame, lines, seq))
+
+    def _on_ack(self, chunk: Chunk) -> None:
+        self.lines_acked += chunk.lines
+        for positions in self._ledger.ack(chunk.seq):
+            self.registry.commit(positions)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL)
+            self._save_registry()
+
+    def _save_registry(self) -> None:
+        if not self.registry.dirty:
+            return
+        try:
+            self.registry.save()
+        except OSError as exc:
+            log.error("cannot write registry %s: %s", self.registry.path, exc)
+
+    async def _close(self, finish: asyncio.Task[None]) -> None:
+        """Cancel what still runs, drop the connection, make the acked offsets durable."""
+        tasks = [finish, *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.close()
+        self._save_registry()

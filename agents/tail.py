@@ -1,0 +1,166 @@
+"""Follow files like ``tail -F``: appended lines, rotation, truncation, late new files.
+
+Files are tracked by identity ``(st_dev, st_ino)``, not by name, so a renamed file is
+still the same file. Each poll re-reads the globs: a followed file no longer matched
+(renamed away or deleted) is read to its end, its unterminated last line is emitted, and
+only then is it closed, before the file that took its name is opened; a file that shrank
+below our position was truncated in place (copytruncate) and is re-read from 0.
+
+Reads use ``os.pread`` in large blocks and split lines in bulk; a poll reads each file to
+its end one block at a time, awaiting the sink in between, so a full queue stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from agents.block import READ_SIZE, Block, FileKey, LineBuffer, Sink
+
+log = logging.getLogger(__name__)
+
+Resume = Callable[[str, FileKey, int], int]
+"""``(path, identity, size) -> offset`` to start at (the registry's acked offset)."""
+
+
+class Follower:
+    """One open file, its identity, and a :class:`LineBuffer` positioned in it."""
+
+    def __init__(self, path: str, fd: int, key: FileKey, offset: int, now: float) -> None:
+        self.path = path
+        self.fd = fd
+        self.key = key
+        self.buffer = LineBuffer(offset)
+        self.grew_at = now
+
+    def blocks(self, now: float) -> Iterator[Block]:
+        """Blocks of complete lines up to the current end of the file, read lazily."""
+        while data := os.pread(self.fd, READ_SIZE, self.buffer.position):
+            self.grew_at = now
+            lines, ends = self.buffer.feed(data)
+            if lines:
+                yield Block(self.path, time.time(), lines, ends, self.key)
+
+    def take_partial(self) -> Block | None:
+        """The held unterminated line as a one-line block, or None if there is none."""
+        lines, ends = self.buffer.take()
+        return Block(self.path, time.time(), lines, ends, self.key) if lines else None
+
+    def truncated(self) -> bool:
+        return os.fstat(self.fd).st_size < self.buffer.position
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class TailSource:
+    """Every regular file matching ``patterns``, followed until :meth:`stop`."""
+
+    finite = False
+
+    def __init__(self, patterns: Sequence[str], *, poll_interval: float,
+                 partial_line_timeout: float, resume: Resume) -> None:
+        self.patterns = [os.path.abspath(p) for p in patterns]  # stable registry keys
+        self.poll_interval = poll_interval
+        self.partial_line_timeout = partial_line_timeout
+        self._resume = resume
+        self._followers: dict[FileKey, Follower] = {}
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop reading; held partial lines are still emitted before :meth:`run` returns."""
+        self._stopped.set()
+
+    async def run(self, sink: Sink) -> None:
+        clock = asyncio.get_running_loop().time
+        try:
+            while not self._stopped.is_set():
+                await self.poll(sink, clock)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+            for follower in self._followers.values():
+                await _emit(sink, follower.take_partial())
+        finally:
+            for follower in self._followers.values():
+                follower.close()
+            self._followers.clear()
+
+    async def poll(self, sink: Sink, clock: Callable[[], float]) -> None:
+        """One pass: retire files gone from the globs, open new ones, read all to the end."""
+        found = self._scan()
+        for key in [k for k in self._followers if k not in found]:
+            await self._retire(self._followers.pop(key), sink, clock())
+        for key, path in found.items():
+            follower = self._followers.get(key)
+            if follower is None:
+                self._open(path, clock())
+            elif follower.path != path:
+                log.info("%s was renamed to %s; still following it", follower.path, path)
+                follower.path = path
+        for follower in list(self._followers.values()):
+            if self._stopped.is_set():
+                return
+            try:
+                await self._read(follower, sink, clock)
+            except OSError as exc:  # e.g. EIO: keep the others going, retry next poll
+                log.warning("cannot read %s: %s", follower.path, exc)
+
+    def _scan(self) -> dict[FileKey, str]:
+        found: dict[FileKey, str] = {}
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # vanished between glob and stat
+                if stat.S_ISREG(st.st_mode):
+                    found.setdefault((st.st_dev, st.st_ino), path)
+        return found
+
+    def _open(self, path: str, now: float) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot open %s: %s", path, exc)
+            return
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if key in self._followers:  # replaced by a followed file since the scan
+            os.close(fd)
+            return
+        offset = self._resume(path, key, st.st_size)
+        log.info("following %s from offset %d", path, offset)
+        self._followers[key] = Follower(path, fd, key, offset, now)
+
+    async def _read(self, follower: Follower, sink: Sink, clock: Callable[[], float]) -> None:
+        if follower.truncated():
+            log.info("%s was truncated; reading it from the start", follower.path)
+            await _emit(sink, follower.take_partial())
+            follower.buffer = LineBuffer(0)
+        for block in follower.blocks(clock()):
+            await sink(block)
+            if self._stopped.is_set():
+                return
+        if follower.buffer.pending and clock() - follower.grew_at >= self.partial_line_timeout:
+            await _emit(sink, follower.take_partial())
+
+    async def _retire(self, follower: Follower, sink: Sink, now: float) -> None:
+        """Finish a file that left the globs: read its tail, emit its last line, close it."""
+        try:
+            log.info("%s was rotated away or deleted; finishing it", follower.path)
+            for block in follower.blocks(now):
+                await sink(block)
+            await _emit(sink, follower.take_partial())
+        finally:
+            follower.close()
+
+
+async def _emit(sink: Sink, block: Block | None) -> None:
+    if block is not None:
+        await sink(block)

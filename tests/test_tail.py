@@ -1,0 +1,224 @@
+"""File following: append, CRLF, partial lines, rotation, copytruncate, new files.
+
+Most tests drive :meth:`TailSource.poll` by hand with a fake clock, so they are exact and
+fast; one runs the real polling loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from agents.block import Block, FileKey, LineBuffer, split_lines
+from agents.tail import TailSource
+
+
+class Collect:
+    """A sink that keeps every block."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+
+    async def __call__(self, block: Block) -> None:
+        self.blocks.append(block)
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for b in self.blocks for line in b.lines]
+
+    def take(self) -> list[str]:
+        lines = self.lines
+        self.blocks.clear()
+        return lines
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def no_registry(path: str, key: FileKey, size: int) -> int:
+    return 0
+
+
+def tail(*patterns: Path | str, partial: float = 1.0) -> TailSource:
+    return TailSource([str(p) for p in patterns], poll_interval=0.01,
+                      partial_line_timeout=partial, resume=no_registry)
+
+
+def poll(source: TailSource, sink: Collect, clock: Clock) -> list[str]:
+    asyncio.run(source.poll(sink, clock))
+    return sink.take()
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def test_split_lines_strips_lf_and_crlf_and_tracks_ends() -> None:
+    lines, ends = split_lines(b"a\r\nbb\n\r\nccc\n", base=10)
+    assert lines == ["a", "bb", "", "ccc"]
+    assert ends == [13, 16, 18, 22]
+
+
+def test_split_lines_keeps_one_line_per_newline_with_bad_utf8() -> None:
+    lines, ends = split_lines(b"ok\xe2\x82\nnext\xff\n")
+    assert lines == ["ok\ufffd", "next\ufffd"]
+    assert ends == [5, 11]
+
+
+def test_line_buffer_holds_partial_line_until_taken() -> None:
+    buf = LineBuffer(100)
+    assert buf.feed(b"one\ntw") == (["one"], [104])
+    assert buf.feed(b"o") == ([], [])
+    assert buf.position == 107
+    assert buf.feed(b"\r\n") == (["two"], [109])
+    buf.feed(b"half\r")
+    assert buf.take() == (["half"], [114])  # a half-written CRLF loses its CR
+    assert buf.take() == ([], [])
+
+
+def test_appended_lines_are_read_with_their_offsets(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"first\nsecond\n")
+    src, sink, clock = tail(log), Collect(), Clock()
+    assert poll(src, sink, clock) == ["first", "second"]
+    assert poll(src, sink, clock) == []
+    append(log, b"third\r\nfourth\r\n")
+    asyncio.run(src.poll(sink, clock))
+    [block] = sink.blocks
+    assert block.lines == ["third", "fourth"]
+    assert block.ends == [20, 28]
+    assert block.source == str(log)
+    st = os.stat(log)
+    assert block.key == (st.st_dev, st.st_ino)
+
+
+def test_unterminated_line_waits_for_partial_line_timeout(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"done\nhalf")
+    src, sink, clock = tail(log, partial=5.0), Collect(), Clock()
+    assert poll(src, sink, clock) == ["done"]
+    clock.now = 4.9
+    assert poll(src, sink, clock) == []
+    append(log, b" more")  # it grew: the timer restarts from now
+    assert poll(src, sink, clock) == []
+    clock.now = 9.8
+    assert poll(src, sink, clock) == []
+    clock.now = 9.9
+    asyncio.run(src.poll(sink, clock))
+    assert [(b.lines, b.ends) for b in sink.blocks] == [(["half more"], [14])]
+    sink.take()
+    append(log, b"\nnext\n")  # the newline that finally came ends an empty line
+    assert poll(src, sink, clock) == ["", "next"]
+
+
+def test_unterminated_line_is_emitted_at_shutdown(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\r\nb")
+    src, sink = tail(log, partial=60.0), Collect()
+
+    async def main() -> None:
+        task = asyncio.create_task(src.run(sink))
+        await asyncio.sleep(0.1)
+        src.stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert sink.lines == ["a", "b"]
+    assert sink.blocks[-1].ends == [4]
+
+
+def test_rename_rotation_finishes_old_file_before_the_new(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\nb\n")
+    src, sink, clock = tail(log), Collect(), Clock()
+    assert poll(src, sink, clock) == ["a", "b"]
+    append(log, b"c\nd")  # written just before the rotation, last line unterminated
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(b"e\n")
+    asyncio.run(src.poll(sink, clock))
+    assert [(b.lines, b.ends) for b in sink.blocks] == [(["c"], [6]), (["d"], [7]), (["e"], [2])]
+    assert sink.blocks[0].key != sink.blocks[2].key
+
+
+def test_rotated_name_still_matching_is_not_read_twice(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\n")
+    src, sink, clock = tail(f"{log}*"), Collect(), Clock()
+    assert poll(src, sink, clock) == ["a"]
+    log.rename(tmp_path / "app.log.1")
+    append(tmp_path / "app.log.1", b"b\n")
+    log.write_bytes(b"c\n")
+    asyncio.run(src.poll(sink, clock))
+    assert sorted((b.source.rsplit("/", 1)[1], b.lines[0]) for b in sink.blocks) == [
+        ("app.log", "c"), ("app.log.1", "b")]
+
+
+def test_copytruncate_restarts_at_zero(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"one\ntwo\n")
+    src, sink, clock = tail(log), Collect(), Clock()
+    assert poll(src, sink, clock) == ["one", "two"]
+    shutil.copy(log, tmp_path / "app.log.1")
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    append(log, b"3\n")
+    asyncio.run(src.poll(sink, clock))
+    assert [(b.lines, b.ends) for b in sink.blocks] == [(["3"], [2])]
+
+
+def test_glob_picks_up_files_created_later(tmp_path: Path) -> None:
+    (tmp_path / "one.log").write_bytes(b"1\n")
+    (tmp_path / "skip.txt").write_bytes(b"no\n")
+    src, sink, clock = tail(tmp_path / "*.log"), Collect(), Clock()
+    assert poll(src, sink, clock) == ["1"]
+    (tmp_path / "two.log").write_bytes(b"2\n")
+    asyncio.run(src.poll(sink, clock))
+    assert [(Path(b.source).name, b.lines) for b in sink.blocks] == [("two.log", ["2"])]
+
+
+def test_resume_offset_from_the_registry_is_honoured(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"old\nnew\n")
+    st = os.stat(log)
+    seen: list[tuple[str, FileKey, int]] = []
+
+    def resume(path: str, key: FileKey, size: int) -> int:
+        seen.append((path, key, size))
+        return 4
+
+    src = TailSource([str(log)], poll_interval=1, partial_line_timeout=1, resume=resume)
+    sink = Collect()
+    assert poll(src, sink, Clock()) == ["new"]
+    assert seen == [(str(log), (st.st_dev, st.st_ino), 8)]
+
+
+def test_polling_loop_follows_appends_and_new_files(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"1\n")
+    src, sink = tail(tmp_path / "*.log"), Collect()
+
+    async def wait_for(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(sink.lines) < n:
+                await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        task = asyncio.create_task(src.run(sink))
+        await wait_for(1)
+        append(log, b"2\n")
+        await wait_for(2)
+        (tmp_path / "b.log").write_bytes(b"3\n")
+        await wait_for(3)
+        src.stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert sink.lines == ["1", "2", "3"]
