@@ -108,6 +108,10 @@ class Settings:
             values[fld.name] = _coerce(fld.name, raw, fld.type)
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, to hand them to a child process."""
+        return {ENV_NAMES[f.name]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
     def replace(self, **overrides: Any) -> Settings:
         """Return a copy with the non-None overrides applied (for CLI flags)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
