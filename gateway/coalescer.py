@@ -27,6 +27,12 @@ class Publisher(Protocol):
     async def publish(self, batch: Batch) -> None: ...
 
 
+class PublishObserver(Protocol):
+    def publish_succeeded(self) -> None: ...
+
+    def publish_failed(self, reason: str) -> None: ...
+
+
 class AckSink(Protocol):
     """Where an acknowledgement goes: the connection that sent the chunk."""
 
@@ -46,9 +52,15 @@ class _TagBuffer:
 
 class Coalescer:
     def __init__(
-        self, publisher: Publisher, batch_size: int, timeout: float, high_water: int
+        self,
+        publisher: Publisher,
+        batch_size: int,
+        timeout: float,
+        high_water: int,
+        observer: PublishObserver | None = None,
     ) -> None:
         self._publisher = publisher
+        self._observer = observer
         self._batch_size = batch_size
         self._timeout = timeout
         self._high_water = high_water
@@ -99,10 +111,14 @@ class Coalescer:
         except PublishError as exc:
             log.error("publish of %d lines (tag %r) failed, not acknowledging %d chunks: %s",
                       batch.line_count, tag, len(waiters), exc)
+            if self._observer is not None:
+                self._observer.publish_failed(str(exc))
             for sink, _ in waiters:
                 sink.publish_failed(str(exc))
         else:
             self.published_batches += 1
+            if self._observer is not None:
+                self._observer.publish_succeeded()
             for sink, chunk_id in waiters:
                 sink.ack(chunk_id)
         finally:

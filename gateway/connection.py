@@ -27,11 +27,13 @@ class Connection:
         writer: asyncio.StreamWriter,
         coalescer: Coalescer,
         max_frame_bytes: int,
+        read_timeout: float,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._coalescer = coalescer
         self._decoder = FrameDecoder(max_frame_bytes)
+        self._read_timeout = read_timeout
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         self._peer_host = str(peer[0])
@@ -42,7 +44,7 @@ class Connection:
     async def serve(self) -> None:
         """Read until EOF or a protocol error; then wait for owed acks and close."""
         try:
-            while data := await self._reader.read(READ_SIZE):
+            while data := await self._read():
                 await self._handle(data)
             if self._decoder.pending_bytes:
                 log.warning("connection %s closed in the middle of a frame (%d bytes dropped)",
@@ -51,12 +53,25 @@ class Connection:
             log.warning("closing connection %s: %s", self.peer, exc.reason)
             self.close()
             return
-        except (ConnectionError, TimeoutError) as exc:
+        except TimeoutError:
+            log.warning("closing connection %s: stalled for %ss in the middle of a frame "
+                        "(%d bytes held)", self.peer, self._read_timeout,
+                        self._decoder.pending_bytes)
+            self.close()
+            return
+        except ConnectionError as exc:
             log.info("connection %s lost: %s", self.peer, exc)
             self.close()
             return
         await self._acks_done.wait()
         self.close()
+
+    async def _read(self) -> bytes:
+        """Between frames a client may idle for ever; inside one it must keep sending."""
+        if not self._decoder.pending_bytes:
+            return await self._reader.read(READ_SIZE)
+        async with asyncio.timeout(self._read_timeout):
+            return await self._reader.read(READ_SIZE)
 
     async def _handle(self, data: bytes) -> None:
         for message in self._decoder.feed(data):

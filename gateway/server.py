@@ -14,6 +14,7 @@ import signal
 
 from gateway.coalescer import Coalescer, Publisher
 from gateway.connection import Connection
+from gateway.health import HealthMonitor
 from gateway.publisher import CeleryPublisher
 from logsig.settings import Settings
 
@@ -23,9 +24,12 @@ log = logging.getLogger(__name__)
 class Gateway:
     def __init__(self, settings: Settings, publisher: Publisher) -> None:
         self._settings = settings
+        self.health = HealthMonitor(settings.redis_url)
         high_water = settings.batch_size * (settings.max_inflight_publishes + 2)
-        self.coalescer = Coalescer(publisher, settings.batch_size, settings.timeout, high_water)
+        self.coalescer = Coalescer(publisher, settings.batch_size, settings.timeout, high_water,
+                                   observer=self.health)
         self._server: asyncio.Server | None = None
+        self._health_server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}
 
     @property
@@ -38,12 +42,18 @@ class Gateway:
         self._server = await asyncio.start_server(
             self._handle, s.gateway_host, s.gateway_port, reuse_address=True, backlog=4096
         )
-        log.info("gateway listening on %s:%d (BATCH_SIZE=%d, TIMEOUT=%ss, loop=%s)",
-                 s.gateway_host, self.port, s.batch_size, s.timeout,
+        self._health_server = await asyncio.start_server(
+            self.health.answer, s.gateway_host, s.health_port, reuse_address=True
+        )
+        self.health.start()
+        log.info("gateway listening on %s:%d, health on port %d (BATCH_SIZE=%d, TIMEOUT=%ss, "
+                 "loop=%s)", s.gateway_host, self.port,
+                 self._health_server.sockets[0].getsockname()[1], s.batch_size, s.timeout,
                  type(asyncio.get_running_loop()).__module__)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(reader, writer, self.coalescer, self._settings.max_frame_bytes)
+        s = self._settings
+        conn = Connection(reader, writer, self.coalescer, s.max_frame_bytes, s.read_timeout)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = conn
@@ -56,6 +66,8 @@ class Gateway:
         """Stop accepting and reading, publish and ack what is buffered, close everything."""
         if self._server is not None:
             self._server.close()
+        if self._health_server is not None:
+            self._health_server.close()
         readers = list(self._connections)
         for task in readers:
             task.cancel()
@@ -67,6 +79,7 @@ class Gateway:
         for conn in list(self._connections.values()):
             conn.close()
         await asyncio.sleep(0)  # let transports flush the last acks
+        await self.health.close()
         return drained
 
 

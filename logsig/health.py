@@ -60,14 +60,20 @@ def _redis(settings: Settings, hostname: str | None = None) -> Result:
 
 
 def _gateway(settings: Settings, hostname: str | None = None) -> Result:
+    """The gateway's own view (Redis reachable, publishes succeeding), then its Forward port."""
     host = _WILDCARDS.get(settings.gateway_host, settings.gateway_host)
-    where = f"{host}:{settings.gateway_port}"
+    where = f"{host}:{settings.health_port}"
     try:
+        with socket.create_connection((host, settings.health_port), timeout=TIMEOUT_S) as sock:
+            sock.settimeout(TIMEOUT_S)
+            status = sock.makefile("rb").readline(1024).decode("utf-8", "replace").strip()
         with socket.create_connection((host, settings.gateway_port), timeout=TIMEOUT_S):
             pass
     except OSError as exc:
-        return False, f"cannot connect to {where}: {exc}"
-    return True, f"accepting connections on {where}"
+        return False, f"cannot reach the gateway ({where} / port {settings.gateway_port}): {exc}"
+    if status != "ok":
+        return False, f"gateway at {host}:{settings.gateway_port} reports {status or 'nothing'}"
+    return True, f"gateway at {host}:{settings.gateway_port} reports ok"
 
 
 def _worker(settings: Settings, hostname: str | None = None) -> Result:

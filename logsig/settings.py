@@ -23,6 +23,8 @@ ENV_NAMES: dict[str, str] = {
     "key_prefix": "KEY_PREFIX",
     "gateway_host": "GATEWAY_HOST",
     "gateway_port": "GATEWAY_PORT",
+    "health_port": "HEALTH_PORT",
+    "read_timeout": "READ_TIMEOUT",
     "batch_size": "BATCH_SIZE",
     "timeout": "TIMEOUT",
     "max_frame_bytes": "MAX_FRAME_BYTES",
@@ -56,6 +58,8 @@ class Settings:
     key_prefix: str = "logsig"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 24224
+    health_port: int = 24225
+    read_timeout: float = 30.0
     batch_size: int = 1000
     timeout: float = 1.0
     max_frame_bytes: int = 16 * 1024 * 1024
@@ -85,11 +89,14 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval"):
+        for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval",
+                     "read_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
-        if not 0 < self.gateway_port < 65536:
-            raise SettingsError(f"GATEWAY_PORT must be 1..65535, got {self.gateway_port!r}")
+        for name in ("gateway_port", "health_port"):
+            if not 0 <= getattr(self, name) < 65536:
+                raise SettingsError(f"{ENV_NAMES[name]} must be 0..65535 (0: any free port), "
+                                    f"got {getattr(self, name)!r}")
 
     @classmethod
     def from_env(

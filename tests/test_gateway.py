@@ -181,3 +181,20 @@ def test_no_ack_while_redis_is_unreachable(start_gateway: StartGateway) -> None:
         data = sock.recv(100)  # the gateway closes instead of acking
     assert data == b""
     assert "could not be published" in proc.output()
+
+
+def test_a_client_stalling_mid_frame_is_closed_but_an_idle_one_is_kept(
+    start_gateway: StartGateway, redis_client: redis.Redis
+) -> None:
+    proc, port = start_gateway(READ_TIMEOUT="1")
+    frame = packed(["half"], chunk="slow")
+    with connect(port) as slow, connect(port) as idle:
+        slow.sendall(frame[: len(frame) // 2])
+        started = time.monotonic()
+        assert slow.recv(100) == b""  # closed by the gateway
+        assert 0.8 < time.monotonic() - started < 5
+        time.sleep(0.5)  # the idle client has now been quiet for longer than READ_TIMEOUT
+        idle.sendall(packed(["after idling"], chunk="idle-1"))
+        assert read_ack(idle, msgpack.Unpacker(raw=False)) == "idle-1"
+    assert "stalled for 1.0s in the middle of a frame" in proc.output()
+    assert queued_lines(redis_client, QUEUE) == ["after idling"]

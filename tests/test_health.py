@@ -15,7 +15,7 @@ import pytest
 
 from logsig.health import TIMEOUT_S, check, redact_url
 from logsig.settings import Settings
-from tests.conftest import RedisServer, free_port, logsig_cmd
+from tests.conftest import Proc, RedisServer, free_port, logsig_cmd, wait_for_port, wait_until
 
 # A probe may take TIMEOUT_S per step; anything far beyond that would stall a healthcheck.
 PROBE_BUDGET_S = 3 * TIMEOUT_S + 2
@@ -26,13 +26,22 @@ def dead_port() -> int:
     return free_port()
 
 
+def start_gateway(tmp_path: Path, redis_url: str, host: str = "127.0.0.1") -> tuple[Proc, Settings]:
+    """A real gateway process; its health endpoint is what the probe reads."""
+    settings = Settings(gateway_host=host, gateway_port=free_port(), health_port=free_port(),
+                        redis_url=redis_url)
+    env = {"GATEWAY_HOST": host, "GATEWAY_PORT": str(settings.gateway_port),
+           "HEALTH_PORT": str(settings.health_port), "REDIS_URL": redis_url}
+    proc = Proc(logsig_cmd("gateway"), env, tmp_path / f"gateway-{settings.gateway_port}.log")
+    wait_for_port(settings.gateway_port, proc=proc.popen)
+    return proc, settings
+
+
 @pytest.fixture
-def listener() -> Iterator[int]:
-    """A plain listening TCP socket standing in for the gateway."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
+def gateway(redis_server: RedisServer, tmp_path: Path) -> Iterator[Settings]:
+    proc, settings = start_gateway(tmp_path, redis_server.url)
+    yield settings
+    proc.stop()
 
 
 def run_check(settings: Settings, target: str, hostname: str | None = None) -> tuple[int, float]:
@@ -80,24 +89,42 @@ def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
 
-def test_gateway_healthy(listener: int, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(gateway_host="127.0.0.1", gateway_port=listener)
-    assert check(settings, "gateway") == 0
-    expected = f"gateway: healthy: accepting connections on 127.0.0.1:{listener}\n"
-    assert capsys.readouterr().out == expected
+def test_gateway_healthy(gateway: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    wait_until(lambda: check(gateway, "gateway") == 0, 10, what="gateway healthy")
+    expected = f"gateway: healthy: gateway at 127.0.0.1:{gateway.gateway_port} reports ok\n"
+    assert capsys.readouterr().out.endswith(expected)
 
 
-def test_gateway_bound_to_wildcard_is_probed_on_loopback(listener: int) -> None:
+def test_gateway_bound_to_wildcard_is_probed_on_loopback(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     # In the gateway container GATEWAY_HOST=0.0.0.0; the healthcheck must still find it.
-    assert check(Settings(gateway_host="0.0.0.0", gateway_port=listener), "gateway") == 0
+    proc, settings = start_gateway(tmp_path, redis_server.url, host="0.0.0.0")
+    try:
+        wait_until(lambda: check(settings, "gateway") == 0, 10, what="gateway healthy")
+    finally:
+        proc.stop()
+
+
+def test_gateway_without_redis_reports_itself_unhealthy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc, settings = start_gateway(tmp_path, f"redis://127.0.0.1:{dead_port()}/0")
+    try:
+        wait_until(lambda: "unhealthy" in proc.output(), 10, what="gateway to notice")
+        code, elapsed = run_check(settings, "gateway")
+    finally:
+        proc.stop()
+    assert code == 1 and elapsed < PROBE_BUDGET_S
+    assert "reports unhealthy: Redis unreachable" in capsys.readouterr().err
 
 
 def test_gateway_unhealthy_on_closed_port(capsys: pytest.CaptureFixture[str]) -> None:
-    port = dead_port()
-    code, elapsed = run_check(Settings(gateway_port=port), "gateway")
+    settings = Settings(gateway_port=dead_port(), health_port=dead_port())
+    code, elapsed = run_check(settings, "gateway")
     _, err = capsys.readouterr()
     assert code == 1
-    assert err.startswith(f"gateway: unhealthy: cannot connect to 127.0.0.1:{port}")
+    assert err.startswith("gateway: unhealthy: cannot reach the gateway (127.0.0.1:")
     assert elapsed < PROBE_BUDGET_S
 
 
@@ -170,7 +197,8 @@ def test_cli_exit_codes(redis_server: RedisServer, tmp_path: Path) -> None:
     assert (ok.returncode, ok.stdout.startswith("redis: healthy")) == (0, True), ok.stderr
     bad = subprocess.run(
         logsig_cmd("--env-file", env_file, "health", "gateway"),
-        env={**env, "GATEWAY_PORT": str(dead_port())}, capture_output=True, text=True,
+        env={**env, "GATEWAY_PORT": str(dead_port()), "HEALTH_PORT": str(dead_port())},
+        capture_output=True, text=True,
         timeout=30,
     )
     assert bad.returncode == 1
