@@ -25,12 +25,25 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": _transport_options(settings.visibility_timeout),
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
+    }
+
+
+def _transport_options(visibility_timeout: int) -> dict[str, int]:
+    """Sweep for tasks of dead workers often enough to notice them soon after they expire.
+
+    kombu's default sweep runs about every 100 s (interval 10 s, every 10th call), far later
+    than a short visibility timeout; a sweep is one cheap sorted-set range query.
+    """
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
     }
 
 

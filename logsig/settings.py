@@ -76,7 +76,7 @@ class Settings:
     rules_path: str = ""
     worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue: str = "logsig"
-    visibility_timeout: int = 3600
+    visibility_timeout: int = 300
     match_stream_maxlen: int = 10_000
     chunk_ttl: int = 7 * 86400
     minute_ttl: int = 7 * 86400
