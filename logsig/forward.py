@@ -118,6 +118,16 @@ def _new_unpacker(max_bytes: int, unicode_errors: str) -> msgpack.Unpacker:
     )
 
 
+def _check_text(value: str, what: str) -> str:
+    """Tags and chunk ids travel on (to Celery, back in acks): they must be valid UTF-8."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{what} is not valid UTF-8") from None
+    return value
+
+
 def _check_time(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = type(value).__name__
@@ -174,8 +184,10 @@ def _check_option(value: object) -> Record:
     if not isinstance(value, dict):
         raise ProtocolError(f"option must be a map, got {type(value).__name__}")
     chunk = value.get("chunk")
-    if chunk is not None and not isinstance(chunk, str):
-        raise ProtocolError("option 'chunk' must be a string")
+    if chunk is not None:
+        if not isinstance(chunk, str):
+            raise ProtocolError("option 'chunk' must be a string")
+        _check_text(chunk, "option 'chunk'")
     size = value.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise ProtocolError("option 'size' must be a non-negative integer")
@@ -192,6 +204,7 @@ def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
     tag, body = obj[0], obj[1]
     if not isinstance(tag, str):
         raise ProtocolError(f"tag must be a string, got {type(tag).__name__}")
+    _check_text(tag, "tag")
     if isinstance(body, list):  # Forward mode
         option = _check_option(obj[2] if len(obj) > 2 else None)
         if len(obj) > 3:

@@ -110,11 +110,13 @@ def test_ack_encoding() -> None:
         (["t", b"", {"compressed": "zstd"}], "unsupported compression"),
         (["t", [[1, {}]], {"size": 2}], "option size=2 but 1 events"),
         (["t", 1], "message mode needs"),
+        ([b"\xff\xfe", 1, {}], "tag is not valid UTF-8"),
+        (["t", 1, {}, {"chunk": b"\x00\x80"}], "option 'chunk' is not valid UTF-8"),
     ],
 )
 def test_wrong_shapes_are_protocol_errors(value: object, reason: str) -> None:
     with pytest.raises(ProtocolError, match=reason.replace("[", r"\[").replace("]", r"\]")):
-        decode_all(msgpack.packb(value))
+        decode_all(msgpack.packb(value, use_bin_type=False))
 
 
 def test_garbage_bytes() -> None:
