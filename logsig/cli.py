@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     hc.add_argument("target", choices=["redis", "gateway", "worker"])
     hc.add_argument("--hostname", default=None, help="worker node to ping (default logsig@host)")
 
+    ru = sub.add_parser("rules", help="validate rule packs or try the rules on a log file")
+    rsub = ru.add_subparsers(dest="rules_command", required=True)
+    rc = rsub.add_parser("check", help="validate rule files; exit 1 naming each bad rule")
+    rc.add_argument("path", help="rule file or directory (several joined with os.pathsep)")
+    rt = rsub.add_parser("test", help="run the rules over a log file (like fail2ban-regex)")
+    rt.add_argument("logfile", help="log file to scan")
+    rt.add_argument("--rules", dest="rules_file", default=None,
+                    help="use only the rules in this file/directory (default: shipped packs)")
+    rt.add_argument("--json", action="store_true", help="every matching line as JSON")
+
     dm = sub.add_parser("demo", help="run the whole pipeline on generated logs and print results")
     dm.add_argument("--lines", type=int, default=20_000, help="lines per agent")
     return parser
@@ -103,6 +113,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from logsig.health import check
 
         return check(settings, args.target, hostname=args.hostname)
+    if args.command == "rules":
+        from workers.rulescli import rules_check, rules_test
+
+        if args.rules_command == "check":
+            return rules_check(args.path, sys.stdout, sys.stderr)
+        return rules_test(args.logfile, args.rules_file, args.json, sys.stdout, sys.stderr)
     if args.command == "demo":
         from logsig.demo import run as run_demo
 

@@ -16,7 +16,8 @@ class Keys:
 
     @property
     def totals(self) -> str:
-        """Hash: ``lines``, ``batches``, ``chunks``, ``matches``, ``bytes``, ``duplicates``."""
+        """Hash: ``lines``, ``batches``, ``chunks``, ``matches``, ``bytes``, ``duplicates``,
+        ``alerts`` (threshold alerts raised)."""
         return f"{self.prefix}:totals"
 
     @property
@@ -50,3 +51,20 @@ class Keys:
     def chunk(self, chunk_id: str) -> str:
         """String with TTL: marks a chunk as counted, so a redelivery counts nothing."""
         return f"{self.prefix}:chunk:{chunk_id}"
+
+    def threshold(self, rule_id: str, key: str) -> str:
+        """Sorted set per threshold rule and key value (e.g. a source address): one member per
+        counted match (``<chunk id>:<n>``), scored by its log time; members older than the
+        rule's window are trimmed on every hit. Expires an hour after the window."""
+        return f"{self.prefix}:thr:{rule_id}:{key}"
+
+    def threshold_alerted(self, rule_id: str, key: str) -> str:
+        """String: set while a threshold rule's key is at or above its count and has already
+        alerted; cleared when the window drops below the count, so each crossing alerts once."""
+        return f"{self.prefix}:thr-alerted:{rule_id}:{key}"
+
+    @property
+    def alerts(self) -> str:
+        """Stream, capped: threshold alerts (rule, severity, key, count, window, first, last,
+        agent), one per crossing."""
+        return f"{self.prefix}:alerts"

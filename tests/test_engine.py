@@ -102,9 +102,20 @@ def test_scan_result_shape() -> None:
     ["POSSIBLE BREAK-IN", "ATTEMPT!"],
     ["Out of memory:", "Killed process 1 (x)"],
     ["", "", "union select"],
+    ["GET /q?x=1 UNION", "SELECT 1"],
+    ["x=1%20union", "%20select 1"],
+    ["<script", ">alert(1)</script>"],
+    ["..", "/etc/passwd"],
+    ["id=1 or", "1=1--"],
+    ["Failed password for root from 203.0.113.9 port", "22 ssh2"],
+    ["kernel: Kernel panic - not syncing:", "Fatal exception"],
+    ["Accepted password for root from 192.0.2.1 port", "22"],
+    ["User root from 203.0.113.9 not allowed because", "not listed in AllowUsers"],
+    ["203.0.113.9 - - [x] \"GET / HTTP/1.1\" 404", " 1 \"-\" \"-\""],
 ])
 def test_matches_never_cross_lines(lines: list[str]) -> None:
     assert HS.scan(lines) == REF.scan(lines)
+    assert HS.scan(["".join(lines)]) == REF.scan(["".join(lines)])
     assert TRICKY_HS.scan(lines) == TRICKY_REF.scan(lines)
 
 
@@ -114,10 +125,13 @@ def test_newline_crossing_candidate_is_rejected() -> None:
     assert TRICKY_HS.scan(lines) == [(2, 0)]
 
 
-def test_unsupported_patterns_fall_back_to_re() -> None:
-    ids = {TRICKY[r].id for r in TRICKY_HS.fallback}
-    assert ids == {"backref", "lookbehind", "buffer-anchor", "python-repeat"}
-    lines = ["it is is here", "user=root", "boot: ok", "xy!", "boot: again", "it is here"]
+def test_unsupported_patterns_are_decided_by_re() -> None:
+    ids = {TRICKY[r].id for r in (*TRICKY_HS.prefiltered, *TRICKY_HS.fallback)}
+    assert ids == {"backref", "lookbehind", "buffer-anchor"}
+    # Python's "{,n}" is read from re's own parse tree, so Hyperscan runs it exactly.
+    assert "python-repeat" in {TRICKY[r].id for r in TRICKY_HS.exact}
+    lines = ["it is is here", "user=root", "boot: ok", "xy!", "boot: again", "it is here",
+             "x\nboot: no", "user=rooted"]
     assert TRICKY_HS.scan(lines) == TRICKY_REF.scan(lines)
     assert {TRICKY[r].id for _, r in TRICKY_HS.scan(lines)} >= {"backref", "buffer-anchor"}
 
@@ -126,6 +140,7 @@ def test_fallback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="workers.engine"):
         HyperscanEngine(TRICKY)
     assert "backref" in caplog.text and "lookbehind" in caplog.text
+    assert "rules decided by re instead of hyperscan" in caplog.text
 
 
 @pytest.mark.parametrize("lines", [
@@ -157,6 +172,23 @@ def test_captures_named_groups() -> None:
     got = HS.captures(["noise", line], pairs)
     r = next(i for i, rule in enumerate(RULES) if rule.id == "sshd-failed-password")
     assert got[(1, r)] == {"user": "oracle", "src": "198.51.100.23"}
+
+
+def test_translation_trims_trailing_repeats() -> None:
+    """'port \\d+' must not report one end per digit: a line matches once per occurrence."""
+    rule = parse_pack(r"""
+- id: digits
+  title: digits
+  severity: low
+  patterns: ['port \d+', 'pid=\S+']
+  examples: {match: ['port 22'], nomatch: ['port x']}
+""", "d.yml")
+    eng = HyperscanEngine(rule)
+    hits: list[int] = []
+    handler = engine_mod._collector(hits)
+    eng.database.scan(b"port 123456789 pid=abcdefgh", match_event_handler=handler)
+    assert len(hits) // 2 == 2
+    assert eng.scan(["port 123456789", "pid=", "pid=x"]) == [(0, 0), (2, 0)]
 
 
 def test_make_engine_prefers_hyperscan() -> None:

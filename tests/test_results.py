@@ -14,6 +14,7 @@ from logsig.keys import Keys
 from logsig.settings import Settings
 from tests.conftest import logsig_cmd
 from workers.results import read_results, show
+from workers.rules import load_rules
 from workers.tasks import build_state, process_batch
 
 SSH_FAIL = "sshd[7]: Failed password for root from 203.0.113.9 port 22 ssh2"
@@ -23,7 +24,7 @@ DOTENV = '203.0.113.4 - - [01/Jan/2024:00:00:00 +0000] "GET /.env HTTP/1.1" 404 
 @pytest.fixture
 def populated(redis_server, redis_client: redis.Redis) -> Settings:  # type: ignore[no-untyped-def]
     settings = Settings(redis_url=redis_server.url)
-    state = build_state(settings)
+    state = build_state(settings, [r for r in load_rules() if r.threshold is None])
     state.store.publish_rules(state.rules)
     batch = Batch("t", [
         Chunk("r-1", [Segment("web1", "auth.log", 1_700_000_000.0, [SSH_FAIL] * 3 + ["ok"])]),
@@ -37,7 +38,8 @@ def populated(redis_server, redis_client: redis.Redis) -> Settings:  # type: ign
 def test_read_results(populated: Settings, redis_client: redis.Redis) -> None:
     res = read_results(redis_client, Keys(), limit=2)
     assert res["totals"] == {"lines": 7, "batches": 1, "chunks": 2, "matches": 4, "bytes":
-                             3 * len(SSH_FAIL) + len(DOTENV) + 6, "duplicates": 7}
+                             3 * len(SSH_FAIL) + len(DOTENV) + 6, "duplicates": 7,
+                             "alerts": 0}
     assert res["signatures"] == [
         {"id": "sshd-failed-password", "title": "SSH failed password", "severity": "medium",
          "count": 3},
@@ -56,7 +58,7 @@ def test_read_results(populated: Settings, redis_client: redis.Redis) -> None:
 def test_read_results_on_empty_redis(redis_client: redis.Redis) -> None:
     res = read_results(redis_client, Keys(), limit=5)
     assert res == {"totals": dict.fromkeys(res["totals"], 0), "signatures": [], "agents": [],
-                   "recent": []}
+                   "recent": [], "alerts": []}
 
 
 def test_show_text(populated: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,11 @@ from logsig.keys import Keys
 from logsig.settings import Settings
 from workers.aggregate import aggregate, flatten
 from workers.engine import ReferenceEngine
+from workers.rules import load_rules
 from workers.tasks import WorkerState, build_state, process_batch
 
+# Threshold rules add matches (and alerts) of their own; tests/test_thresholds.py covers them.
+PLAIN_RULES = [r for r in load_rules() if r.threshold is None]
 NOW = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 KEYS = Keys("logsig")
 
@@ -26,7 +29,8 @@ OOM = "kernel: Out of memory: Killed process 42 (java) total-vm:1kB"
 
 @pytest.fixture
 def state(redis_server, redis_client: redis.Redis) -> WorkerState:  # type: ignore[no-untyped-def]
-    return build_state(Settings(redis_url=redis_server.url, chunk_ttl=600, minute_ttl=300))
+    return build_state(Settings(redis_url=redis_server.url, chunk_ttl=600, minute_ttl=300),
+                       PLAIN_RULES)
 
 
 def make_batch() -> Batch:
@@ -116,7 +120,7 @@ def test_expected_counts_from_the_reference_engine(state: WorkerState,
 
 
 def test_stream_is_capped(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    state = build_state(Settings(redis_url=redis_server.url, match_stream_maxlen=10))
+    state = build_state(Settings(redis_url=redis_server.url, match_stream_maxlen=10), PLAIN_RULES)
     for n in range(30):
         batch = Batch("t", [Chunk(f"cap-{n}", [Segment("h", "s", 1.0, [SSH_FAIL] * 20)])])
         process_batch(state, batch.encode(), now=NOW)
@@ -133,6 +137,6 @@ def test_publish_rules_metadata(state: WorkerState, redis_client: redis.Redis) -
 
 
 def test_key_prefix_is_respected(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    state = build_state(Settings(redis_url=redis_server.url, key_prefix="other"))
+    state = build_state(Settings(redis_url=redis_server.url, key_prefix="other"), PLAIN_RULES)
     process_batch(state, make_batch().encode(), now=NOW)
     assert all(k.startswith("other:") for k in redis_client.keys("*"))

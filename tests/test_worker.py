@@ -68,7 +68,8 @@ def test_worker_counts_batches_exactly_once(  # type: ignore[no-untyped-def]
             app.send_task(TASK_NAME, args=[b.encode()])
     finally:
         app.close()
-    expected = {"lines": "80", "chunks": "20", "batches": "10", "matches": "60",
+    # SSH_FAIL matches sshd-failed-password and the threshold rule sshd-brute-force.
+    expected = {"lines": "80", "chunks": "20", "batches": "10", "matches": "100",
                 "duplicates": "24"}
 
     def done() -> bool:
@@ -77,9 +78,13 @@ def test_worker_counts_batches_exactly_once(  # type: ignore[no-untyped-def]
 
     assert _wait_for(done), redis_client.hgetall(KEYS.totals)
     assert redis_client.hgetall(KEYS.signatures) == {"sshd-failed-password": "40",
+                                                     "sshd-brute-force": "40",
                                                      "web-log4shell": "20"}
+    # 40 failures from one address within a second: one crossing, one alert, across processes.
+    assert redis_client.hget(KEYS.totals, "alerts") == "1"
+    assert redis_client.zcard(KEYS.threshold("sshd-brute-force", "203.0.113.9")) == 40
     assert redis_client.hgetall(KEYS.agents) == {"host0": "40", "host1": "40"}
-    assert redis_client.hlen(KEYS.rules) >= 24
+    assert redis_client.hlen(KEYS.rules) >= 80
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=60)
     out = (tmp_path / "worker.log").read_text()

@@ -1,5 +1,8 @@
 """Turn a decoded batch and its scan result into per-chunk deltas for the result store.
 
+Matches of threshold rules also become :class:`ThresholdHit`s, keyed by the rule's ``by``
+field (extracted with ``re`` from the matched line) and timed by their segment.
+
 The batch is flattened once into one list of lines (all chunks, in order) so the engine scans
 it in a single call. Counting then works per segment (host, source) and per match, never per
 line, so the cost follows the number of segments and matches, not the number of lines.
@@ -30,6 +33,16 @@ class Span:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class ThresholdHit:
+    """One match of a threshold rule, keyed by the rule's ``by`` field."""
+
+    rule: Rule
+    key: str
+    time: float
+    agent: str
+
+
 @dataclass(slots=True)
 class ChunkDelta:
     """Everything one chunk adds to the counters, applied only if the chunk is new."""
@@ -41,6 +54,7 @@ class ChunkDelta:
     agent_lines: Counter[str] = field(default_factory=Counter)
     agent_signatures: dict[str, Counter[str]] = field(default_factory=dict)
     events: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    hits: list[ThresholdHit] = field(default_factory=list)
 
     @property
     def matches(self) -> int:
@@ -79,6 +93,11 @@ def aggregate(batch: Batch, spans: Sequence[Span], pairs: Sequence[tuple[int, in
         per_agent[rule.id] += 1
         delta.events.append((rule.id, rule.severity, span.host, span.source,
                              lines[i][:MAX_EVENT_LINE], f"{span.time:.3f}"))
+        if rule.threshold is not None:
+            # Fields come from re, and only for the lines that matched a threshold rule.
+            key = rule.fields(lines[i]).get(rule.threshold.by)
+            if key:
+                delta.hits.append(ThresholdHit(rule, key, span.time, span.host))
     return deltas
 
 

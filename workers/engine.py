@@ -2,29 +2,30 @@
 
 :class:`ReferenceEngine` runs every rule's Python ``re`` patterns over every line; it defines
 the truth. :class:`HyperscanEngine` gives the same answer much faster: all patterns in one
-Hyperscan database, one scan per batch over the lines joined with ``"\\n"``, and every
-candidate (line, rule) confirmed with the rule's ``re`` on that one line, so a match that
-strays across the separator can never be reported.
+Hyperscan database, one scan per batch over the lines joined with ``"\\n"``. Each pattern is
+translated (:mod:`workers.translate`) so that it cannot match the separator, which makes every
+Hyperscan match a ``re`` match on one line: no per-match confirmation is needed, the match
+handler only maps an end offset to its line.
 
-Hyperscan only filters where it is exact: ASCII text, patterns it compiles with the same
-meaning as ``re`` (see :func:`_divergence`). Everything else (refused or divergent patterns,
-non-ASCII lines, the four ASCII separators ``re``'s ``\\s`` matches and Hyperscan's does not)
-goes through ``re`` for just the rules or lines concerned.
+The rest goes through ``re``: rules Hyperscan cannot express exactly (look-arounds,
+back-references...) are prefiltered by a widened Hyperscan pattern and confirmed with ``re``
+on the candidate lines; lines where Hyperscan's bytes would not mean what ``re``'s characters
+mean (non-ASCII, an embedded newline, the separators ``\\x1c``-``\\x1f`` that ``re``'s
+``\\s`` matches) are blanked in the buffer and scanned with ``re`` alone.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from abc import ABC, abstractmethod
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
-from re import _constants as sre_constants  # type: ignore[attr-defined]
-from re import _parser as sre_parse  # type: ignore[attr-defined]
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, compress, repeat
+from operator import add
 from typing import Any
 
 from workers.rules import Rule
+from workers.translate import Untranslatable, translate
 
 _hs: Any
 try:
@@ -35,12 +36,9 @@ except ImportError:  # pragma: no cover - exercised by setting _hs = None in tes
 log = logging.getLogger(__name__)
 
 Pair = tuple[int, int]
-# ASCII characters that Python's Unicode \s matches but Hyperscan's \s does not.
-_RE_ONLY_SPACE = "\x1c\x1d\x1e\x1f"
-# Python syntax Hyperscan reads differently: "{,n}" (a literal there), POSIX "[:" classes,
-# and Python-only escapes.
-_SYNTAX_DIVERGENCE = re.compile(r"\{,\d|\[:|\\[NuU]")
-_BUFFER_ANCHORS = {sre_constants.AT_BEGINNING_STRING, sre_constants.AT_END_STRING}
+# Characters in an ASCII line that make Hyperscan's reading differ from re's: the separator
+# itself and the four ASCII separators re's \s matches (Hyperscan's \s does not).
+_ODD_CHARS = "\n\x1c\x1d\x1e\x1f"
 
 
 class Engine(ABC):
@@ -73,173 +71,176 @@ class ReferenceEngine(Engine):
 
 def _re_scan(rules: Sequence[Rule], rule_ids: Iterable[int], lines: Sequence[str],
              line_ids: Iterable[int]) -> list[Pair]:
-    line_ids = list(line_ids)
-    pairs = [(i, r) for r in rule_ids for i in line_ids if rules[r].search(lines[i])]
+    """Each pattern of each rule ``re.search``-ed on each line (the loop over lines in C)."""
+    ids = list(line_ids)
+    subset = lines if len(ids) == len(lines) else [lines[i] for i in ids]
+    pairs: list[Pair] = []
+    for r in rule_ids:
+        found: set[int] = set()
+        for rx in rules[r].compiled:
+            found.update(compress(ids, map(rx.search, subset)))
+        pairs.extend((i, r) for i in found)
     pairs.sort()
     return pairs
 
 
+def line_ok(line: str) -> bool:
+    """True when Hyperscan's byte semantics equal ``re``'s on this line."""
+    return line.isascii() and not any(ch in line for ch in _ODD_CHARS)
+
+
 class HyperscanEngine(Engine):
-    """One Hyperscan block-mode scan per batch, candidates confirmed with ``re``."""
+    """One Hyperscan block-mode scan per batch; ``re`` only where Hyperscan is not exact.
+
+    Not thread-safe (the database's scratch space is per instance): one engine per worker
+    process, as Celery's prefork pool gives.
+    """
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if _hs is None:
             raise RuntimeError("hyperscan is not importable")
         super().__init__(rules)
-        entries, fallback = _partition(self.rules)
-        self._db, self._pattern_rule = _build_db(entries)
-        broken = self._self_check()
-        if broken:
-            log.warning("hyperscan misses examples of %s; scanning them with re",
-                        ", ".join(self.rules[r].id for r in broken))
-            entries = [e for e in entries if e[2] not in broken]
-            fallback = sorted({*fallback, *broken})
-            self._db, self._pattern_rule = _build_db(entries)
-        self.fallback: tuple[int, ...] = tuple(fallback)
-        if fallback:
-            log.info("rules scanned with re instead of hyperscan: %s",
-                     ", ".join(self.rules[r].id for r in fallback))
+        self.exact: tuple[int, ...] = ()
+        self.prefiltered: tuple[int, ...] = ()
+        self.fallback: tuple[int, ...] = ()
+        plans = [_plan(rule) for rule in self.rules]
+        self._compile(plans)
+        drift = self._self_check()
+        if drift:
+            log.warning("hyperscan disagrees with re on examples of %s; scanning them with re",
+                        ", ".join(self.rules[r].id for r in drift))
+            self._compile([None if r in drift else p for r, p in enumerate(plans)])
+        if self.fallback or self.prefiltered:
+            log.info("rules decided by re instead of hyperscan: %s",
+                     ", ".join(self.rules[r].id for r in sorted((*self.fallback,
+                                                                 *self.prefiltered))))
+
+    @property
+    def database(self) -> Any:
+        """The compiled Hyperscan database (None if no rule runs on Hyperscan)."""
+        return self._db
+
+    def _compile(self, plans: Sequence[_Plan | None]) -> None:
+        entries: list[tuple[bytes, int]] = []
+        exact, pre, fallback = [], [], []
+        for r, plan in enumerate(plans):
+            if plan is None:
+                fallback.append(r)
+                continue
+            entries.extend((e, r) for e in plan.expressions)
+            (exact if plan.exact else pre).append(r)
+        self.exact, self.prefiltered, self.fallback = tuple(exact), tuple(pre), tuple(fallback)
+        self._pre = frozenset(pre)
+        self._db = _build_db(entries)
 
     def scan(self, lines: Sequence[str]) -> list[Pair]:
         if not lines:
             return []
+        flat = "".join(lines)  # cheaper to check than counting separators in the joined text
+        odd: list[int] = []
+        scanned = lines
         text = "\n".join(lines)
-        exact = text.isascii() and not any(c in text for c in _RE_ONLY_SPACE)
-        if exact:
-            data = text.encode("ascii")
-            starts = [0, *accumulate(len(line) + 1 for line in lines)]
-        else:
-            data = text.encode("utf-8", "surrogatepass")
-            starts = [0, *accumulate(len(line.encode("utf-8", "surrogatepass")) + 1
-                                     for line in lines)]
-        found = self._confirmed(lines, data, starts)
-        all_lines = range(len(lines))
-        found.update(_re_scan(self.rules, self.fallback, lines, all_lines))
-        if not exact:
-            odd = [i for i, line in enumerate(lines) if not _hs_exact(line)]
-            found.update(_re_scan(self.rules, range(len(self.rules)), lines, odd))
+        if not flat.isascii() or any(ch in flat for ch in _ODD_CHARS):
+            odd = [i for i, line in enumerate(lines) if not line_ok(line)]
+            scanned = list(lines)
+            for i in odd:
+                scanned[i] = ""
+            text = "\n".join(scanned)
+        found = self._hs_scan(text.encode("ascii"), scanned)
+        if self._pre:
+            found = [p for p in found if p[1] not in self._pre
+                     or self.rules[p[1]].search(lines[p[0]]) is not None]
+        extra = _re_scan(self.rules, self.fallback, lines, range(len(lines)))
+        if odd:
+            extra += _re_scan(self.rules, (*self.exact, *self.prefiltered), lines, odd)
+        if extra:
+            return sorted({*found, *extra})
+        return found
+
+    def _hs_scan(self, data: bytes, lines: Sequence[str]) -> list[Pair]:
+        """Sorted unique (line, rule) pairs of one scan of ``lines`` joined (``data``)."""
+        if self._db is None:
+            return []
+        hits: list[int] = []  # rule, end offset, rule, end offset, ...
+        self._db.scan(data, match_event_handler=_collector(hits))
+        if not hits:
+            return []
+        # End of each line plus its separator: a match ending at ``to`` is on line
+        # bisect_left(bounds, to). Built only when something matched; the mapping runs in C.
+        bounds = list(accumulate(map(add, map(len, lines), repeat(1))))
+        found = set(zip(map(bisect_left, repeat(bounds), hits[1::2]), hits[0::2],
+                        strict=False))
         return sorted(found)
 
-    def _confirmed(self, lines: Sequence[str], data: bytes, starts: list[int]) -> set[Pair]:
-        """Candidates from one Hyperscan scan, kept only where ``re`` agrees."""
-        if self._db is None:
-            return set()
-        candidates: set[Pair] = set()
-        add, pattern_rule = candidates.add, self._pattern_rule
-
-        def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            add((bisect_right(starts, to) - 1, pattern_rule[pid]))
-
-        self._db.scan(data, match_event_handler=on_match)
-        rules = self.rules
-        return {(i, r) for i, r in candidates if rules[r].search(lines[i]) is not None}
-
     def _self_check(self) -> set[int]:
-        """Rules whose own match examples Hyperscan does not report (syntax drift)."""
-        hs_rules = sorted(set(self._pattern_rule))
-        examples = [(r, line) for r in hs_rules for line in self.rules[r].match_examples
-                    if _hs_exact(line)]
-        lines = [line for _, line in examples]
-        data = "\n".join(lines).encode("ascii")
-        starts = [0, *accumulate(len(line) + 1 for line in lines)]
-        seen = self._confirmed(lines, data, starts)
-        return {r for i, (r, _) in enumerate(examples) if (i, r) not in seen}
+        """Rules on which this engine and ``re`` disagree about any of their own examples."""
+        lines = [ln for rule in self.rules for ln in (*rule.match_examples,
+                                                       *rule.nomatch_examples)]
+        got = set(self.scan(lines))
+        want = set(_re_scan(self.rules, range(len(self.rules)), lines, range(len(lines))))
+        return {r for _, r in got ^ want}
 
 
-def _hs_exact(line: str) -> bool:
-    """True when Hyperscan's byte semantics equal ``re``'s on this line."""
-    return line.isascii() and not any(c in line for c in _RE_ONLY_SPACE)
+def _collector(hits: list[int]) -> Any:
+    """The match handler: two appends per match; all mapping is done after the scan."""
+    append = hits.append
+
+    def on_match(rid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+        append(rid)
+        append(to)
+
+    return on_match
 
 
-def _hs_flags(rule: Rule) -> int:
-    assert _hs is not None
-    flags = _hs.HS_FLAG_MULTILINE
-    if "ignorecase" in rule.flags:
-        flags |= _hs.HS_FLAG_CASELESS
-    if "dotall" in rule.flags:
-        flags |= _hs.HS_FLAG_DOTALL
-    return flags
+class _Plan:
+    """How one rule is scanned: its Hyperscan expressions and whether they are exact."""
+
+    __slots__ = ("exact", "expressions")
+
+    def __init__(self, expressions: list[bytes], exact: bool) -> None:
+        self.expressions = expressions
+        self.exact = exact
 
 
-def _partition(rules: Sequence[Rule]) -> tuple[list[tuple[bytes, int, int]], list[int]]:
-    """(expression, flags, rule index) for Hyperscan, and the rule indexes left to ``re``."""
-    entries: list[tuple[bytes, int, int]] = []
-    fallback: list[int] = []
-    for r, rule in enumerate(rules):
-        mine = [(p.encode("ascii", "replace"), _hs_flags(rule), r) for p in rule.patterns]
-        problems = [_divergence(p, rule.re_flags) or _hs_refuses(e, f)
-                    for p, (e, f, _) in zip(rule.patterns, mine, strict=True)]
-        problem = next((p for p in problems if p), None)
-        if problem:
-            log.info("rule %s: %s; it is scanned with re", rule.id, problem)
-            fallback.append(r)
-        else:
-            entries.extend(mine)
-    return entries, fallback
+def _plan(rule: Rule) -> _Plan | None:
+    """Exact translations if possible, else a widened prefilter, else None (``re`` only)."""
+    try:
+        exprs = [translate(p, rule.re_flags) for p in rule.patterns]
+        problem = next(filter(None, (_hs_refuses(e) for e in exprs)), None)
+        if problem is None:
+            return _Plan(exprs, exact=True)
+    except Untranslatable as exc:
+        problem = str(exc)
+    log.info("rule %s: %s; its matches are confirmed with re", rule.id, problem)
+    try:
+        exprs = [translate(p, rule.re_flags, relaxed=True) for p in rule.patterns]
+    except Untranslatable:
+        return None
+    if any(_hs_refuses(e) for e in exprs):
+        return None
+    return _Plan(exprs, exact=False)
 
 
-def _divergence(pattern: str, flags: int) -> str | None:
-    """Why Hyperscan could read ``pattern`` differently from ``re``, or None."""
-    if not pattern.isascii() or _SYNTAX_DIVERGENCE.search(pattern):
-        return "pattern uses syntax or characters hyperscan reads differently"
-    if any(_walk_divergent(sre_parse.parse(pattern, flags))):
-        return "pattern uses \\A, \\Z or non-ASCII characters"
-    return None
-
-
-def _walk_divergent(items: Iterable[tuple[object, object]]) -> Iterator[bool]:
-    """Yield True for \\A/\\Z (buffer anchors in Hyperscan) and non-ASCII code points."""
-    c = sre_constants
-    for op, av in items:
-        if op is c.AT:
-            yield av in _BUFFER_ANCHORS
-        elif op in (c.LITERAL, c.NOT_LITERAL):
-            yield av > 0x7F  # type: ignore[operator]
-        elif op is c.RANGE:
-            yield av[1] > 0x7F  # type: ignore[index]
-        else:
-            for sub in _children(op, av):
-                yield from _walk_divergent(sub)
-
-
-def _children(op: object, av: object) -> list[Iterable[tuple[object, object]]]:
-    """The nested sequences of one parsed regex node."""
-    c = sre_constants
-    if op in (c.IN, c.ATOMIC_GROUP):
-        return [av]  # type: ignore[list-item]
-    if op is c.BRANCH:
-        return list(av[1])  # type: ignore[index]
-    if op is c.SUBPATTERN:
-        return [av[3]]  # type: ignore[index]
-    if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-        return [av[2]]  # type: ignore[index]
-    if op in (c.ASSERT, c.ASSERT_NOT):
-        return [av[1]]  # type: ignore[index]
-    if op is c.GROUPREF_EXISTS:
-        return [x for x in av[1:] if x is not None]  # type: ignore[index]
-    return []
-
-
-def _hs_refuses(expression: bytes, flags: int) -> str | None:
-    """Hyperscan's compile error for one expression (back-references, lookarounds...)."""
+def _hs_refuses(expression: bytes) -> str | None:
+    """Hyperscan's compile error for one expression (too large, empty match...), or None."""
     assert _hs is not None
     try:
         _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(
-            expressions=[expression], ids=[0], elements=1, flags=[flags])
+            expressions=[expression], ids=[0], elements=1, flags=[_hs.HS_FLAG_MULTILINE])
     except _hs.error as exc:
         return f"hyperscan refuses {expression.decode('ascii', 'replace')!r}: {exc}"
     return None
 
 
-def _build_db(entries: Sequence[tuple[bytes, int, int]]) -> tuple[Any, list[int]]:
-    """One block-mode database; pattern id i belongs to rule ``pattern_rule[i]``."""
+def _build_db(entries: Sequence[tuple[bytes, int]]) -> Any:
+    """One block-mode database; an expression's id is its rule's index."""
     if not entries:
-        return None, []
+        return None
     assert _hs is not None
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-    db.compile(expressions=[e for e, _, _ in entries], ids=list(range(len(entries))),
-               elements=len(entries), flags=[f for _, f, _ in entries])
-    return db, [r for _, _, r in entries]
+    db.compile(expressions=[e for e, _ in entries], ids=[r for _, r in entries],
+               elements=len(entries), flags=[_hs.HS_FLAG_MULTILINE] * len(entries))
+    return db
 
 
 def make_engine(rules: Sequence[Rule]) -> Engine:

@@ -16,7 +16,7 @@ from workers.store import connect
 
 log = logging.getLogger(__name__)
 
-TOTAL_FIELDS = ("lines", "batches", "chunks", "matches", "bytes", "duplicates")
+TOTAL_FIELDS = ("lines", "batches", "chunks", "matches", "bytes", "duplicates", "alerts")
 TOP_PER_AGENT = 5
 LINE_WIDTH = 100
 
@@ -30,12 +30,14 @@ def _ints(raw: dict[Any, Any]) -> dict[str, int]:
 
 
 def read_results(client: redis.Redis, keys: Keys, limit: int = 10) -> dict[str, Any]:
-    """Totals, signatures (count desc), agents (lines desc) and the ``limit`` latest matches."""
+    """Totals, signatures (count desc), agents (lines desc), the ``limit`` latest matches and
+    the ``limit`` latest threshold alerts."""
     pipe = client.pipeline(transaction=False)
     for key in (keys.totals, keys.signatures, keys.agents, keys.rules):
         pipe.hgetall(key)
     pipe.xrevrange(keys.matches, count=max(limit, 0) or 1)
-    totals, sigs, agents, meta, recent = pipe.execute()
+    pipe.xrevrange(keys.alerts, count=max(limit, 0) or 1)
+    totals, sigs, agents, meta, recent, alerts = pipe.execute()
     totals, sigs, agents = _ints(totals), _ints(sigs), _ints(agents)
     rules = {_s(k): json.loads(_s(v)) for k, v in meta.items()}
     hosts = sorted(agents, key=lambda h: (-agents[h], h))
@@ -56,9 +58,16 @@ def read_results(client: redis.Redis, keys: Keys, limit: int = 10) -> dict[str, 
                      sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PER_AGENT]]}
             for host, counts in zip(hosts, per_agent, strict=True)
         ],
-        "recent": [{"id": _s(eid), **{_s(k): _s(v) for k, v in fields.items()}}
-                   for eid, fields in recent[:limit]] if limit > 0 else [],
+        "recent": _entries(recent, limit),
+        "alerts": _entries(alerts, limit),
     }
+
+
+def _entries(raw: list[Any], limit: int) -> list[dict[str, str]]:
+    if limit <= 0:
+        return []
+    return [{"id": _s(eid), **{_s(k): _s(v) for k, v in fields.items()}}
+            for eid, fields in raw[:limit]]
 
 
 def render(results: dict[str, Any], out: TextIO) -> None:
@@ -74,6 +83,11 @@ def render(results: dict[str, Any], out: TextIO) -> None:
            [(f"{a['lines']:,}", f"{a['matches']:,}", a["host"],
              ", ".join(f"{x['id']} ({x['count']:,})" for x in a["top"]) or "-")
             for a in results["agents"]], "no lines yet")
+    out.write(f"\nLatest {len(results['alerts'])} threshold alerts\n")
+    _table(out, ("LAST (UTC)", "SEVERITY", "RULE", "KEY", "COUNT", "WINDOW", "AGENT"),
+           [(_when(a.get("last", "")), a.get("severity", ""), a.get("rule", ""),
+             a.get("key", ""), a.get("count", ""), f"{a.get('window', '')}s", a.get("agent", ""))
+            for a in results["alerts"]], "none")
     out.write(f"\nLatest {len(results['recent'])} matches\n")
     _table(out, ("TIME (UTC)", "SEVERITY", "RULE", "AGENT", "SOURCE", "LINE"),
            [(_when(m.get("time", "")), m.get("severity", ""), m.get("rule", ""),

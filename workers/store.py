@@ -2,7 +2,11 @@
 
 A Lua script (EVALSHA) runs per batch. For each chunk it claims ``keys.chunk(id)`` with
 ``SET NX EX``; only a fresh claim applies the chunk's deltas, so a redelivered batch (acks
-are late, workers can die) adds nothing but ``totals.duplicates``. The arguments travel as one
+are late, workers can die) adds nothing but ``totals.duplicates`` (and no threshold hits).
+
+Threshold rules keep a sliding window per (rule, key) in a sorted set scored by log time; the
+same script trims it, counts it and, on a crossing, writes one alert to ``keys.alerts``, so
+the count holds across any number of worker processes without a race. The arguments travel as one
 msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is computed here from
 :class:`logsig.keys.Keys` and passed in, so the key schema stays defined in one place.
 """
@@ -24,9 +28,32 @@ from workers.rules import Rule
 
 _RECORD = """
 local totals, sigs, agents, minute, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local alerts = KEYS[6]
 local args = cmsgpack.unpack(ARGV[1])
 local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
-local fresh, dup = 0, 0
+local fresh, dup, raised = 0, 0, 0
+
+-- h = {window zset, alerted flag, rule, severity, key, time, agent, count, window, member}
+local function threshold_hit(h)
+  local z, flag, ts, count, window = h[1], h[2], h[6], h[8], h[9]
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. string.format('%.6f', ts - window))
+  -- Below the count before this hit: the window has dropped, the next crossing may alert.
+  if redis.call('ZCARD', z) < count then redis.call('DEL', flag) end
+  redis.call('ZADD', z, string.format('%.6f', ts), h[10])
+  local ttl = math.ceil(window) + 3600
+  redis.call('EXPIRE', z, ttl)
+  local n = redis.call('ZCARD', z)
+  if n >= count and redis.call('SET', flag, '1', 'NX', 'EX', ttl) then
+    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')[2]
+    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', h[3], 'severity', h[4],
+               'key', h[5], 'count', n, 'window', h[9], 'first', first,
+               'last', string.format('%.3f', ts), 'agent', h[7])
+    raised = raised + 1
+  elseif n >= count then
+    redis.call('EXPIRE', flag, ttl)
+  end
+end
+
 for _, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
     fresh = fresh + 1
@@ -50,6 +77,7 @@ for _, c in ipairs(args[4]) do
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', e[1], 'severity', e[2],
                  'agent', e[3], 'source', e[4], 'line', e[5], 'time', e[6])
     end
+    for _, h in ipairs(c[9]) do threshold_hit(h) end
   else
     dup = dup + 1
     redis.call('HINCRBY', totals, 'duplicates', c[2])
@@ -60,7 +88,8 @@ if fresh > 0 then
   redis.call('HINCRBY', totals, 'chunks', fresh)
   redis.call('EXPIRE', minute, minute_ttl)
 end
-return {fresh, dup}
+if raised > 0 then redis.call('HINCRBY', totals, 'alerts', raised) end
+return {fresh, dup, raised}
 """
 
 
@@ -86,13 +115,24 @@ class ResultStore:
         chunks = [[k.chunk(d.chunk_id), d.lines, d.bytes, d.matches, _flat(d.signatures),
                    _flat(d.agent_lines),
                    [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
-                   d.events]
+                   d.events, self._hits(d)]
                   for d in deltas]
         blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks],
                              unicode_errors="replace")
-        keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches]
-        fresh, dup = self._record(keys=keys, args=[blob])
+        keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches, k.alerts]
+        fresh, dup, _alerts = self._record(keys=keys, args=[blob])
         return int(fresh), int(dup)
+
+    def _hits(self, delta: ChunkDelta) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        for n, h in enumerate(delta.hits):
+            t = h.rule.threshold
+            assert t is not None
+            out.append([self.keys.threshold(h.rule.id, h.key),
+                        self.keys.threshold_alerted(h.rule.id, h.key), h.rule.id,
+                        h.rule.severity, h.key, h.time, h.agent, t.count, t.window,
+                        f"{delta.chunk_id}:{n}"])
+        return out
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
         """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""

@@ -8,9 +8,13 @@ from workers.rules.loader import (
     FLAGS,
     SEVERITIES,
     Rule,
+    Threshold,
     builtin_packs,
+    check_pack,
+    check_paths,
     load_rules,
     parse_pack,
 )
 
-__all__ = ["FLAGS", "SEVERITIES", "Rule", "builtin_packs", "load_rules", "parse_pack"]
+__all__ = ["FLAGS", "SEVERITIES", "Rule", "Threshold", "builtin_packs", "check_pack",
+           "check_paths", "load_rules", "parse_pack"]

@@ -27,9 +27,22 @@ FLAGS: dict[str, re.RegexFlag] = {
     "multiline": re.MULTILINE,
 }
 REQUIRED = ("id", "title", "severity", "patterns", "examples")
-OPTIONAL = ("description", "tags", "logsource", "flags")
+OPTIONAL = ("description", "tags", "logsource", "flags", "threshold")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _PACK_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """Alert when ``count`` matches with the same ``by`` field fall within ``window`` seconds.
+
+    Like fail2ban's maxretry/findtime: single matches are still counted as usual; the alert
+    is the extra signal that a key (an address, a user) crossed the rate.
+    """
+
+    count: int
+    window: float
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,7 @@ class Rule:
     match_examples: tuple[str, ...] = ()
     nomatch_examples: tuple[str, ...] = ()
     origin: str = ""
+    threshold: Threshold | None = None
     compiled: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -64,8 +78,19 @@ class Rule:
                 return m
         return None
 
-    def metadata(self) -> dict[str, str]:
-        return {"title": self.title, "severity": self.severity}
+    def fields(self, line: str) -> dict[str, str]:
+        """Named groups of the first matching pattern (empty if the line does not match)."""
+        m = self.search(line)
+        if m is None:
+            return {}
+        return {k: v for k, v in m.groupdict().items() if v is not None}
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"title": self.title, "severity": self.severity}
+        if self.threshold is not None:
+            t = self.threshold
+            meta["threshold"] = {"count": t.count, "window": t.window, "by": t.by}
+        return meta
 
 
 def builtin_packs() -> list[tuple[str, str]]:
@@ -79,18 +104,11 @@ def load_rules(rules_path: str = "", *, builtin: bool = True) -> list[Rule]:
     """Shipped packs (unless ``builtin=False``) plus the packs found in ``rules_path``.
 
     ``rules_path`` is ``os.pathsep``-separated, like ``PATH``; rule ids are unique across all.
+    The first problem found raises :class:`RuleError`.
     """
-    sources = builtin_packs() if builtin else []
-    sources.extend(_read(p) for p in _pack_files(rules_path))
-    rules: list[Rule] = []
-    seen: dict[str, str] = {}
-    for name, text in sources:
-        for rule in parse_pack(text, name):
-            if rule.id in seen:
-                raise RuleError(f"{name}: rule {rule.id!r}: duplicate id "
-                                f"(already defined in {seen[rule.id]})")
-            seen[rule.id] = name
-            rules.append(rule)
+    rules, errors = check_paths(rules_path, builtin=builtin)
+    if errors:
+        raise errors[0]
     return rules
 
 
@@ -115,15 +133,53 @@ def _read(path: Path) -> tuple[str, str]:
 
 def parse_pack(text: str, name: str) -> list[Rule]:
     """Parse one pack's YAML text; ``name`` is only used in error messages."""
+    rules, errors = check_pack(text, name)
+    if errors:
+        raise errors[0]
+    return rules
+
+
+def check_pack(text: str, name: str) -> tuple[list[Rule], list[RuleError]]:
+    """The valid rules of one pack and one error per invalid rule (for ``rules check``)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RuleError(f"{name}: invalid YAML: {exc}") from exc
+        return [], [RuleError(f"{name}: invalid YAML: {exc}")]
     if isinstance(data, dict) and set(data) == {"rules"}:
         data = data["rules"]
     if not isinstance(data, list):
-        raise RuleError(f"{name}: expected a list of rules (or a 'rules:' list)")
-    return [_parse_rule(raw, name, n) for n, raw in enumerate(data, 1)]
+        return [], [RuleError(f"{name}: expected a list of rules (or a 'rules:' list)")]
+    rules: list[Rule] = []
+    errors: list[RuleError] = []
+    for n, raw in enumerate(data, 1):
+        try:
+            rules.append(_parse_rule(raw, name, n))
+        except RuleError as exc:
+            errors.append(exc)
+    return rules, errors
+
+
+def check_paths(rules_path: str, *, builtin: bool = False) -> tuple[list[Rule], list[RuleError]]:
+    """Every problem in the packs of ``rules_path`` (and the shipped ones if ``builtin``)."""
+    try:
+        sources = (builtin_packs() if builtin else []) + [_read(p) for p in
+                                                          _pack_files(rules_path)]
+    except RuleError as exc:
+        return [], [exc]
+    rules: list[Rule] = []
+    errors: list[RuleError] = []
+    seen: dict[str, str] = {}
+    for name, text in sources:
+        found, problems = check_pack(text, name)
+        errors.extend(problems)
+        for rule in found:
+            if rule.id in seen:
+                errors.append(RuleError(f"{name}: rule {rule.id!r}: duplicate id "
+                                        f"(already defined in {seen[rule.id]})"))
+                continue
+            seen[rule.id] = name
+            rules.append(rule)
+    return rules, errors
 
 
 def _parse_rule(raw: object, name: str, position: int) -> Rule:
@@ -166,10 +222,31 @@ def _build(raw: dict[str, Any], origin: str) -> Rule:
                 flags=flags, description=str(raw.get("description") or "").strip(),
                 tags=_strings(raw.get("tags", []), "tags"),
                 logsource=_logsource(raw.get("logsource")),
-                match_examples=matches, nomatch_examples=nomatches, origin=origin)
+                match_examples=matches, nomatch_examples=nomatches, origin=origin,
+                threshold=_threshold(raw.get("threshold")))
     compiled = tuple(_compile(p, rule.re_flags) for p in patterns)
     object.__setattr__(rule, "compiled", compiled)
+    if rule.threshold is not None:
+        lacking = [rx.pattern for rx in compiled if rule.threshold.by not in rx.groupindex]
+        if lacking:
+            raise _Invalid(f"threshold.by {rule.threshold.by!r} is not a named group of "
+                           f"pattern(s) {', '.join(map(repr, lacking))}")
     return rule
+
+
+def _threshold(value: object) -> Threshold | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"count", "window", "by"}:
+        raise _Invalid("field 'threshold' must be a mapping with count, window and by")
+    count, window, by = value["count"], value["window"], value["by"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        raise _Invalid("threshold.count must be an integer >= 2")
+    if isinstance(window, bool) or not isinstance(window, int | float) or not window > 0:
+        raise _Invalid("threshold.window must be a number of seconds > 0")
+    if not isinstance(by, str) or not by.isidentifier():
+        raise _Invalid("threshold.by must name a capture group of the patterns")
+    return Threshold(count, float(window), by)
 
 
 def _text(raw: Mapping[str, Any], key: str) -> str:
@@ -229,4 +306,5 @@ def _check_examples(rule: Rule, label: str) -> None:
             raise RuleError(f"{label}: 'nomatch' example matches: {line!r}")
 
 
-__all__ = ("FLAGS", "SEVERITIES", "Rule", "builtin_packs", "load_rules", "parse_pack")
+__all__ = ("FLAGS", "SEVERITIES", "Rule", "Threshold", "builtin_packs", "check_pack",
+           "check_paths", "load_rules", "parse_pack")

@@ -1,0 +1,158 @@
+"""Scan throughput of the reference (``re``) and Hyperscan engines, side by side.
+
+For 10, 80, 200 and 1,000 rules (shipped packs first, then generated ones) it measures, on
+the same batches of a >= 500,000-line corpus:
+
+* ``fast``: :class:`workers.engine.HyperscanEngine.scan` per batch (join, scan, map matches);
+* ``bare``: the same Hyperscan database scanning the same pre-joined buffers with an empty
+  match handler: the ceiling the fast engine is compared to;
+* ``reference``: :class:`workers.engine.ReferenceEngine` on an evenly spread sample of the
+  batches (every rule against every line is too slow to run on all of them).
+
+Each figure is the median of ``--repeat`` runs. JSON goes to ``benchmarks/results/scan.json``.
+Run: ``.venv/bin/python -m benchmarks.scan`` (about 3-4 minutes) or ``--quick`` (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import corpus, extra_rules
+from workers.engine import HyperscanEngine, ReferenceEngine
+from workers.rules import Rule, load_rules
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scan.json"
+RULE_COUNTS = (10, 80, 200, 1000)
+REF_SEARCHES = 1_500_000  # rule x line searches per reference run: keeps it to ~1-2 s
+
+
+def rule_sets(counts: Sequence[int]) -> dict[int, list[Rule]]:
+    shipped = load_rules()
+    extra = extra_rules(max(0, max(counts) - len(shipped)))
+    pool = shipped + extra
+    return {n: pool[:n] for n in counts}
+
+
+def _timed(fn: Callable[[], None], repeat: int) -> list[float]:
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return runs
+
+
+def _rate(lines: int, nbytes: int, runs: list[float]) -> dict[str, Any]:
+    med = statistics.median(runs)
+    return {"lines": lines, "seconds": runs, "median_s": med,
+            "lines_per_s": lines / med, "mb_per_s": nbytes / med / 1e6}
+
+
+def measure(rules: list[Rule], batches: list[list[str]], repeat: int) -> dict[str, Any]:
+    """Fast, bare and reference throughput for one rule set on the same batches."""
+    started = time.perf_counter()
+    fast = HyperscanEngine(rules)
+    compile_s = time.perf_counter() - started
+    ref = ReferenceEngine(rules)
+    buffers = ["\n".join(b).encode("utf-8") for b in batches]
+    nlines, nbytes = sum(map(len, batches)), sum(map(len, buffers))
+    db = fast.database
+
+    def empty(*_: object) -> None:
+        return None
+
+    def run_fast() -> None:
+        for b in batches:
+            fast.scan(b)
+
+    def run_bare() -> None:
+        for data in buffers:
+            db.scan(data, match_event_handler=empty)
+
+    step = max(1, round(len(batches) * len(batches[0]) * len(rules) / REF_SEARCHES))
+    sample = batches[::step]
+    sample_bytes = sum(len(buffers[i]) for i in range(0, len(batches), step))
+
+    def run_ref() -> None:
+        for b in sample:
+            ref.scan(b)
+
+    out = {"rules": len(rules), "compile_s": compile_s,
+           "re_decided_rules": len(fast.prefiltered) + len(fast.fallback),
+           "fast": _rate(nlines, nbytes, _timed(run_fast, repeat)),
+           "bare": _rate(nlines, nbytes, _timed(run_bare, repeat)),
+           "reference": _rate(sum(map(len, sample)), sample_bytes, _timed(run_ref, repeat))}
+    out["fast_vs_reference"] = out["fast"]["lines_per_s"] / out["reference"]["lines_per_s"]
+    out["bare_vs_fast"] = out["bare"]["lines_per_s"] / out["fast"]["lines_per_s"]
+    return out
+
+
+def targets(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked on this run (None where a rule count was not measured)."""
+    by = {r["rules"]: r for r in results}
+    at80, at10, at1000 = by.get(80), by.get(10), by.get(1000)
+    scale = (at1000["fast"]["lines_per_s"] / at10["fast"]["lines_per_s"]
+             if at10 and at1000 else None)
+    return {
+        "fast_vs_reference_at_80 >= 100": at80 and at80["fast_vs_reference"] >= 100,
+        "bare_vs_fast_at_80 <= 1.5": at80 and at80["bare_vs_fast"] <= 1.5,
+        "fast_1000_over_fast_10 >= 0.25": None if scale is None else scale >= 0.25,
+        "fast_1000_over_fast_10": scale,
+    }
+
+
+def table(results: list[dict[str, Any]], out: Any = sys.stdout) -> None:
+    head = (f"{'rules':>5}  {'reference l/s':>13}  {'fast l/s':>11}  {'fast MB/s':>9}  "
+            f"{'bare l/s':>11}  {'fast/ref':>8}  {'bare/fast':>9}")
+    out.write(head + "\n")
+    for r in results:
+        out.write(f"{r['rules']:>5}  {r['reference']['lines_per_s']:>13,.0f}  "
+                  f"{r['fast']['lines_per_s']:>11,.0f}  {r['fast']['mb_per_s']:>9.1f}  "
+                  f"{r['bare']['lines_per_s']:>11,.0f}  {r['fast_vs_reference']:>7.0f}x  "
+                  f"{r['bare_vs_fast']:>8.2f}x\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=500_000, help="corpus size (default 500000)")
+    p.add_argument("--batch", type=int, default=1000, help="lines per batch (default 1000)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure; the median counts")
+    p.add_argument("--rules", default=",".join(map(str, RULE_COUNTS)),
+                   help="comma-separated rule counts")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20000 lines, 10,80 rules")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON output file")
+    args = p.parse_args(argv)
+    counts = [10, 80] if args.quick else [int(n) for n in args.rules.split(",")]
+    nlines = 20_000 if args.quick else args.lines
+    repeat = 1 if args.quick else args.repeat
+    lines, source = corpus(nlines)
+    batches = [lines[i:i + args.batch] for i in range(0, len(lines), args.batch)]
+    results = []
+    for n, rules in rule_sets(counts).items():
+        results.append(measure(rules, batches, repeat))
+        print(f"measured {n} rules", file=sys.stderr)
+    report = {"corpus": {"lines": len(lines), "source": source, "batch": args.batch},
+              "repeat": repeat, "machine": {"cpus": os.cpu_count(),
+                                            "python": platform.python_version(),
+                                            "platform": platform.platform()},
+              "results": results, "targets": targets(results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"corpus: {len(lines):,} lines ({source}), batches of {args.batch}, "
+          f"median of {repeat}")
+    table(results)
+    print(json.dumps(report["targets"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Threshold rules: sliding windows in Redis shared by independent workers, one alert per
+crossing, nothing added by a redelivered chunk."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from logsig.batch import Batch, Chunk, Segment
+from logsig.errors import RuleError
+from logsig.keys import Keys
+from logsig.settings import Settings
+from workers.results import read_results
+from workers.rules import Threshold, load_rules, parse_pack
+from workers.tasks import WorkerState, build_state, process_batch
+
+KEYS = Keys()
+PACK = r"""
+- id: ssh-burst
+  title: SSH failures per source
+  severity: high
+  patterns: ['Failed password for \S+ from (?P<src_ip>[\d.]+) port \d+']
+  threshold: {count: 3, window: 60, by: src_ip}
+  examples:
+    match: ['Failed password for root from 203.0.113.9 port 22 ssh2']
+    nomatch: ['Accepted password for root from 203.0.113.9 port 22 ssh2']
+"""
+RULES = parse_pack(PACK, "burst.yml")
+
+
+def fail(ip: str) -> str:
+    return f"sshd[1]: Failed password for root from {ip} port 22 ssh2"
+
+
+def batch(chunk_id: str, t: float, lines: list[str], host: str = "h1") -> list[object]:
+    return Batch("t", [Chunk(chunk_id, [Segment(host, "auth.log", t, lines)])]).encode()
+
+
+@pytest.fixture
+def workers(redis_server, redis_client: redis.Redis) -> list[WorkerState]:  # type: ignore[no-untyped-def]
+    """Two independent worker states (own engine, own Redis client) on one Redis."""
+    settings = Settings(redis_url=redis_server.url)
+    return [build_state(settings, RULES), build_state(settings, RULES)]
+
+
+def alerts(client: redis.Redis) -> list[dict[str, str]]:
+    return [fields for _, fields in client.xrange(KEYS.alerts)]
+
+
+def test_threshold_yaml_is_parsed() -> None:
+    assert RULES[0].threshold == Threshold(3, 60.0, "src_ip")
+    shipped = {r.id: r.threshold for r in load_rules() if r.threshold is not None}
+    assert shipped["sshd-brute-force"] == Threshold(5, 60.0, "src_ip")
+
+
+@pytest.mark.parametrize(("threshold", "problem"), [
+    ("{count: 3, window: 60, by: user}", "threshold.by 'user' is not a named group"),
+    ("{count: 1, window: 60, by: src_ip}", "count must be an integer >= 2"),
+    ("{count: 3, window: 0, by: src_ip}", "window must be a number"),
+    ("{count: 3, window: 60}", "mapping with count, window and by"),
+])
+def test_bad_threshold(threshold: str, problem: str) -> None:
+    text = PACK.replace("{count: 3, window: 60, by: src_ip}", threshold)
+    with pytest.raises(RuleError, match=f"burst.yml: rule 'ssh-burst': .*{problem}"):
+        parse_pack(text, "burst.yml")
+
+
+def test_crossing_across_two_workers_alerts_once(workers: list[WorkerState],
+                                                 redis_client: redis.Redis) -> None:
+    a, b = workers
+    process_batch(a, batch("c1", 1000.0, [fail("203.0.113.9"), fail("198.51.100.1")]))
+    process_batch(b, batch("c2", 1010.0, [fail("203.0.113.9")], host="h2"))
+    assert alerts(redis_client) == []
+    process_batch(a, batch("c3", 1020.0, [fail("203.0.113.9")]))  # third within 60 s
+    process_batch(b, batch("c4", 1030.0, [fail("203.0.113.9")] * 2))  # still above: no repeat
+    (alert,) = alerts(redis_client)
+    assert alert == {"rule": "ssh-burst", "severity": "high", "key": "203.0.113.9",
+                     "count": "3", "window": "60", "first": "1000", "last": "1020.000",
+                     "agent": "h1"}
+    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 5
+    assert redis_client.zcard(KEYS.threshold("ssh-burst", "198.51.100.1")) == 1
+    assert redis_client.hget(KEYS.totals, "alerts") == "1"
+
+
+def test_window_slides_and_a_new_crossing_alerts_again(workers: list[WorkerState],
+                                                       redis_client: redis.Redis) -> None:
+    a, b = workers
+    for n, t in enumerate((0.0, 10.0, 20.0)):
+        process_batch((a, b)[n % 2], batch(f"w{n}", 1000.0 + t, [fail("203.0.113.9")]))
+    assert len(alerts(redis_client)) == 1
+    # 100 s later the window holds only the new hit: dropped below, so it re-arms.
+    process_batch(a, batch("w3", 1120.0, [fail("203.0.113.9")]))
+    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 1
+    process_batch(b, batch("w4", 1121.0, [fail("203.0.113.9")] * 2))
+    second = alerts(redis_client)[-1]
+    assert len(alerts(redis_client)) == 2
+    assert second["first"] == "1120" and second["last"] == "1121.000"
+
+
+def test_redelivered_chunk_adds_no_hits(workers: list[WorkerState],
+                                        redis_client: redis.Redis) -> None:
+    a, b = workers
+    encoded = batch("dup", 1000.0, [fail("203.0.113.9")] * 2)
+    assert process_batch(a, encoded) == (1, 0)
+    assert process_batch(b, encoded) == (0, 1)  # the other worker got it again
+    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 2
+    assert alerts(redis_client) == []
+
+
+def test_concurrent_workers_count_every_hit(workers: list[WorkerState],
+                                            redis_client: redis.Redis) -> None:
+    # One thread per worker state, as in prefork (a Hyperscan engine is not shared by threads).
+    def run(w: int) -> None:
+        for n in range(w, 40, 2):
+            process_batch(workers[w], batch(f"p{n}", 1000.0 + n * 0.1, [fail("203.0.113.9")]))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, range(2)))
+    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 40
+    assert len(alerts(redis_client)) == 1
+
+
+def test_results_show_alerts(workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    process_batch(workers[0], batch("r1", 1000.0, [fail("203.0.113.9")] * 3))
+    res = read_results(redis_client, KEYS)
+    assert res["totals"]["alerts"] == 1
+    assert [(x["rule"], x["key"], x["count"]) for x in res["alerts"]] == [
+        ("ssh-burst", "203.0.113.9", "3")]
