@@ -4,6 +4,12 @@ Memory is bounded end to end: the queue holds at most :data:`QUEUE_BLOCKS` block
 batcher one open batch, the client ``agent_max_inflight`` chunks. When the gateway is
 slow the client's window fills, the shipper stops taking blocks, the queue fills, and the
 sources wait in ``await sink(block)`` instead of reading on.
+
+Exactly once, with the workers' per-chunk dedup: a chunk of file lines is recorded as an
+intent in the registry before it is first sent, and resent under the same id until acked,
+also by a restarted agent (``agents.replay``). Lines from stdin or the generator cannot be
+read again, so their chunks are never mixed with file lines and are resent only while
+this process lives: a killed agent loses the ones not acked yet.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from collections.abc import Sequence
 from agents.batcher import Batcher, halve
 from agents.block import Block, Source
 from agents.client import Chunk, ForwardClient, new_chunk_id
+from agents.committer import Committer
 from agents.encoder import FrameEncoder
-from agents.registry import AckLedger, Registry, positions_of
+from agents.intent import Intent
+from agents.registry import Registry
+from agents.replay import rebuild
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 16
-COMMIT_INTERVAL = 1.0
-"""Seconds between registry writes while acks come in (each write is an fsync)."""
 
 
 class Agent:
@@ -39,8 +46,8 @@ class Agent:
         self._queue: asyncio.Queue[Block | None] = asyncio.Queue(QUEUE_BLOCKS)
         self._batcher: Batcher[Block] = Batcher(settings.batch_size, settings.timeout)
         self._encoder = FrameEncoder(settings.tag, settings.agent_name)
-        self._ledger = AckLedger()
         self._client = ForwardClient(settings, self._on_ack)
+        self._committer = Committer(registry)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._source_tasks: list[asyncio.Task[None]] = []
@@ -60,9 +67,9 @@ class Agent:
     async def run(self) -> int:
         """Ship until done; 0 if every line read was acked, else 1 (the count is logged)."""
         self._client.start()
-        self._source_tasks = [asyncio.create_task(self._run_source(s)) for s in self.sources]
+        committer = asyncio.create_task(self._committer.run(), name="registry-commit")
         shipper = asyncio.create_task(self._ship(), name="shipper")
-        committer = asyncio.create_task(self._commit_loop(), name="registry-commit")
+        self._source_tasks = [asyncio.create_task(self._run_source(s)) for s in self.sources]
         self._tasks = [*self._source_tasks, shipper, committer]
         finish = asyncio.create_task(self._finish(shipper), name="finish")
         try:
@@ -116,7 +123,8 @@ class Agent:
         self.lines_read += len(block)
 
     async def _ship(self) -> None:
-        """Queue -> batcher -> client, flushing on size, on timeout, and at the end."""
+        """Resend what a previous run left unacked, then queue -> batcher -> client."""
+        await self._replay()
         clock = asyncio.get_running_loop().time
         batcher = self._batcher
         while True:
@@ -132,43 +140,67 @@ class Agent:
             for batch in batcher.add(block, clock()):
                 await self._send(batch)
 
+    async def _replay(self) -> None:
+        """Every pending intent, rebuilt from its files, goes out first under its own id."""
+        for intent in self.registry.pending():
+            kept, blocks, entries = rebuild(intent, self._encoder)
+            if kept != intent:
+                lost = intent.lines - kept.lines
+                log.warning("chunk %s: %d of its %d line(s) cannot be replayed%s", intent.chunk,
+                            lost, intent.lines, "; dropping it" if not blocks else "")
+                if blocks:
+                    self.registry.put(kept)
+                else:
+                    self.registry.ack(intent.chunk)
+                self._committer.commit()
+            if not blocks:
+                continue
+            log.info("resending chunk %s (%d line(s)) left unacked", intent.chunk, kept.lines)
+            self.lines_read += kept.lines
+            frame = self._encoder.frame(entries, kept.lines, intent.chunk)
+            await self._client.reserve()
+            self._client.put(Chunk(intent.chunk, frame, kept.lines))
+
     async def _send(self, batch: list[Block] | None) -> None:
-        """Encode ``batch`` as one chunk and hand it to the client (halved if too big)."""
+        """Ship ``batch``; file lines and other lines go in separate chunks (see above)."""
         if not batch:
             return
+        files = [b for b in batch if b.key is not None]
+        if files and len(files) < len(batch):
+            await self._send_chunk(files)
+            await self._send_chunk([b for b in batch if b.key is None])
+        else:
+            await self._send_chunk(batch)
+
+    async def _send_chunk(self, blocks: list[Block]) -> None:
+        """Encode ``blocks`` as one chunk (halved if too big) and hand it to the client."""
         chunk_id = new_chunk_id()
-        frame = self._encoder.encode(batch, chunk_id)
-        lines = sum(map(len, batch))
+        entries = [self._encoder.entries(b) for b in blocks]
+        lines = sum(map(len, blocks))
+        frame = self._encoder.frame(entries, lines, chunk_id)
         if len(frame) > self.settings.max_frame_bytes and lines > 1:
-            for half in halve(batch):  # the gateway would refuse it: MAX_FRAME_BYTES
-                await self._send(half)
+            for half in halve(blocks):  # the gateway would refuse it: MAX_FRAME_BYTES
+                await self._send_chunk(half)
             return
-        seq = self._ledger.register(positions_of(batch))
-        await self._client.send(Chunk(chunk_id, frame, lines, seq))
+        chunk = Chunk(chunk_id, frame, lines)
+        await self._client.reserve()
+        if blocks[0].key is None:
+            self._client.put(chunk)
+            return
+        self.registry.add(Intent.of(chunk_id, blocks, entries))
+        self._committer.commit()  # the intent is on disk before the chunk is on the wire
+        self._client.put(chunk)
 
     def _on_ack(self, chunk: Chunk) -> None:
         self.lines_acked += chunk.lines
-        for positions in self._ledger.ack(chunk.seq):
-            self.registry.commit(positions)
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(COMMIT_INTERVAL)
-            self._save_registry()
-
-    def _save_registry(self) -> None:
-        if not self.registry.dirty:
-            return
-        try:
-            self.registry.save()
-        except OSError as exc:
-            log.error("cannot write registry %s: %s", self.registry.path, exc)
+        if self.registry.ack(chunk.id):
+            self._committer.soon()
 
     async def _close(self, finish: asyncio.Task[None]) -> None:
-        """Cancel what still runs, drop the connection, make the acked offsets durable."""
+        """Cancel what still runs, drop the connection, make the registry durable."""
         tasks = [finish, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.close()
-        self._save_registry()
+        self._committer.close()

@@ -28,8 +28,11 @@ FileKey = tuple[int, int]
 class Block:
     """Lines from one source, read at ``time`` (Unix seconds, the events' EventTime).
 
-    For file sources ``key`` is the file's identity and ``ends[i]`` the byte offset just
-    past line ``i`` (its newline included); both are None for stdin and the generator.
+    For file sources ``key`` is the file's identity, ``start`` the offset where the block's
+    bytes begin and ``ends[i]`` the offset just past line ``i`` (its newline included);
+    ``cut`` says the last line ended without a newline (see :meth:`LineBuffer.take`). With
+    these the exact lines can be rebuilt from the file (``agents.replay``). ``key`` and
+    ``ends`` are None for stdin and the generator.
     """
 
     source: str
@@ -37,6 +40,8 @@ class Block:
     lines: list[str]
     ends: list[int] | None = None
     key: FileKey | None = None
+    start: int = 0
+    cut: bool = False
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -44,10 +49,12 @@ class Block:
     def split(self, n: int) -> tuple[Block, Block]:
         """The first ``n`` lines and the rest, as two blocks of the same source."""
         ends = self.ends
-        head = Block(self.source, self.time, self.lines[:n], None if ends is None else ends[:n],
-                     self.key)
-        rest = Block(self.source, self.time, self.lines[n:], None if ends is None else ends[n:],
-                     self.key)
+        if ends is None:
+            return (Block(self.source, self.time, self.lines[:n]),
+                    Block(self.source, self.time, self.lines[n:]))
+        head = Block(self.source, self.time, self.lines[:n], ends[:n], self.key, self.start)
+        mid = ends[n - 1] if n else self.start
+        rest = Block(self.source, self.time, self.lines[n:], ends[n:], self.key, mid, self.cut)
         return head, rest
 
 
@@ -92,11 +99,19 @@ class LineBuffer:
 
     ``offset`` is the stream position just past the last line handed out, so each line's
     end offset is known and a held partial line is never counted as read.
+
+    After a line went out unterminated (:meth:`take`), a newline that follows at once is
+    that line's late terminator: it is swallowed rather than shipped as an empty line.
+    ``after_cut`` carries that state; a reader resuming at ``offset`` sets it when the byte
+    before ``offset`` is not a newline, so a restart (or a replay) splits exactly the same.
     """
 
-    def __init__(self, offset: int = 0) -> None:
+    def __init__(self, offset: int = 0, *, after_cut: bool = False) -> None:
         self.offset = offset
         self.pending = b""
+        self.after_cut = after_cut
+        self.cut = False
+        """Whether the last line handed out ended without a newline."""
 
     @property
     def position(self) -> int:
@@ -106,6 +121,8 @@ class LineBuffer:
     def feed(self, data: bytes) -> tuple[list[str], list[int]]:
         """Add ``data``; return the lines it completed and their end offsets."""
         buf = self.pending + data if self.pending else data
+        if self.after_cut:
+            buf = self._swallow(buf)
         cut = buf.rfind(b"\n") + 1
         if not cut:
             self.pending = buf
@@ -116,12 +133,26 @@ class LineBuffer:
         self.pending = buf[cut:]
         lines, ends = split_lines(buf[:cut], self.offset)
         self.offset += cut
+        self.cut = False
         return lines, ends
 
     def take(self) -> tuple[list[str], list[int]]:
-        """The held unterminated line as a line of its own (idle, rotated, or shutting down)."""
-        if not self.pending:
+        """The held unterminated line as a line of its own (idle, rotated, or shutting down).
+
+        A lone ``\r`` right after a cut is half of that line's late CRLF: it is kept.
+        """
+        if not self.pending or (self.after_cut and self.pending == b"\r"):
             return [], []
         data, self.pending = self.pending, b""
         self.offset += len(data)
+        self.after_cut = self.cut = True
         return [decode_partial(data)], [self.offset]
+
+    def _swallow(self, buf: bytes) -> bytes:
+        """``buf`` without the late newline of a line already shipped unterminated."""
+        if not buf or buf == b"\r":
+            return buf  # undecided until the next byte
+        self.after_cut = False
+        skip = 1 if buf.startswith(b"\n") else 2 if buf.startswith(b"\r\n") else 0
+        self.offset += skip
+        return buf[skip:]

@@ -42,7 +42,6 @@ class Chunk:
     id: str
     frame: bytes
     lines: int
-    seq: int
     sent_at: float = 0.0
 
 
@@ -67,6 +66,7 @@ class ForwardClient:
         self._on_ack = on_ack
         self._pending: dict[str, Chunk] = {}  # insertion order == send order
         self._window = asyncio.Semaphore(settings.agent_max_inflight)
+        self._reserved = 0  # window slots taken by chunks not handed over yet
         self._idle = asyncio.Event()
         self._idle.set()
         self._writer: asyncio.StreamWriter | None = None
@@ -90,14 +90,24 @@ class ForwardClient:
 
     async def send(self, chunk: Chunk) -> None:
         """Hand over ``chunk``; waits while ``agent_max_inflight`` chunks are unacked."""
+        await self.reserve()
+        self.put(chunk)
+
+    async def reserve(self) -> None:
+        """Take a window slot for a chunk to :meth:`put` later (after its intent is written)."""
         await self._window.acquire()
-        self._pending[chunk.id] = chunk
+        self._reserved += 1
         self._idle.clear()
+
+    def put(self, chunk: Chunk) -> None:
+        """Hand over ``chunk`` into a slot taken by :meth:`reserve`; it is sent at once."""
+        self._reserved -= 1
+        self._pending[chunk.id] = chunk
         if self._writer is not None:
             self._write(self._writer, chunk)
 
     async def wait_acked(self) -> None:
-        """Return once every chunk handed over so far has been acked."""
+        """Return once every chunk handed over or reserved so far has been acked."""
         await self._idle.wait()
 
     async def _run(self) -> None:
@@ -175,7 +185,7 @@ class ForwardClient:
             log.debug("ignoring reply %.200r", reply)
             return False
         self._window.release()
-        if not self._pending:
+        if not self._pending and not self._reserved:
             self._idle.set()
         self._on_ack(chunk)
         return True

@@ -34,6 +34,9 @@ class FrameEncoder:
 
     def encode(self, blocks: Sequence[Block], chunk: str) -> bytes:
         """One PackedForward frame carrying every line of ``blocks``, asking for an ack."""
-        body = b"".join([self.entries(b) for b in blocks if b.lines])
-        size = sum(len(b.lines) for b in blocks)
-        return encode_packed_forward(self.tag, body, size, chunk)
+        return self.frame([self.entries(b) for b in blocks if b.lines],
+                          sum(len(b.lines) for b in blocks), chunk)
+
+    def frame(self, entries: Sequence[bytes], size: int, chunk: str) -> bytes:
+        """The frame for already packed entries (:meth:`entries`) holding ``size`` lines."""
+        return encode_packed_forward(self.tag, b"".join(entries), size, chunk)

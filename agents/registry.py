@@ -1,132 +1,181 @@
-"""Acknowledged read positions, persisted so a restarted agent neither skips nor repeats.
+"""What the agent must remember across restarts: read positions and chunks not yet acked.
 
-Only offsets the gateway has acked are recorded, and only up to the highest contiguous
-acked batch (:class:`AckLedger`): a line is never marked done while an earlier one may
-still need resending. The file is replaced atomically, so a crash leaves the old or the
-new registry, never a torn one.
+For each followed file (by identity) the registry keeps the offset up to which every line
+is either acknowledged or held by a pending :class:`~agents.intent.Intent`; intents are
+added before their chunk is first sent and removed on its ack. So after any crash a
+restart resends the intents under their original ids and reads on from the offsets:
+nothing is skipped, and nothing acked comes back under a new id.
+
+Every change is also kept as a small operation (``add``, ``put``, ``ack``, ``forget``) for
+the append-only log of :mod:`agents.journal`; loading applies the log to the snapshot.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
-from agents.block import Block, FileKey
+from agents import journal
+from agents.block import FileKey
+from agents.identity import find_file
+from agents.intent import Intent
 from logsig.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
+"""Version 1 (offsets by path, no intents, no log) is still read."""
 
-Positions = dict[str, tuple[FileKey, int]]
-"""File path -> (identity, offset just past the last line covered)."""
-
-
-def positions_of(blocks: Iterable[Block]) -> Positions:
-    """How far into each file a batch reaches (later blocks of a file win)."""
-    out: Positions = {}
-    for block in blocks:
-        if block.key is not None and block.ends:
-            out[block.source] = (block.key, block.ends[-1])
-    return out
-
-
-class AckLedger:
-    """Hands back acked batches' positions in send order, however the acks arrive."""
-
-    def __init__(self) -> None:
-        self._next = 0
-        self._floor = 0  # lowest sequence number not yet released
-        self._waiting: dict[int, Positions] = {}
-        self._acked: set[int] = set()
-
-    def register(self, positions: Positions) -> int:
-        """Record a batch about to be sent; returns its sequence number."""
-        seq = self._next
-        self._next += 1
-        self._waiting[seq] = positions
-        return seq
-
-    def ack(self, seq: int) -> list[Positions]:
-        """Mark ``seq`` acked; return the positions that are now contiguously acked."""
-        if seq < self._floor or seq not in self._waiting:
-            return []
-        self._acked.add(seq)
-        released: list[Positions] = []
-        while self._floor in self._acked:
-            self._acked.discard(self._floor)
-            released.append(self._waiting.pop(self._floor))
-            self._floor += 1
-        return released
+Files = dict[FileKey, tuple[str, int]]
+"""File identity -> (path it was last read as, offset just past what is accounted for)."""
 
 
 class Registry:
-    """Path -> (identity, acked offset), loaded at start and saved as acks come in."""
+    """Offsets and pending intents, loaded at start and saved as chunks go out and come back."""
 
-    def __init__(self, path: str, entries: Positions | None = None) -> None:
+    def __init__(self, path: str, files: Files | None = None,
+                 intents: Sequence[Intent] = ()) -> None:
         self.path = path
-        self._entries: Positions = dict(entries or {})
-        self.dirty = False
+        self._files: Files = dict(files or {})
+        self._intents: dict[str, Intent] = {i.chunk: i for i in intents}
+        self._retired: dict[FileKey, int] = {}
+        self.seq = 0
+        """Number of the last change; a write that covers it covers everything."""
+        self._ops: list[bytes] = []
+
+    @property
+    def dirty(self) -> bool:
+        """Whether there are changes not handed to :meth:`take_log` or :meth:`snapshot`."""
+        return bool(self._ops)
 
     @classmethod
     def load(cls, path: str) -> Registry:
-        """Read ``path``; a missing file is an empty registry, entries of vanished files drop."""
+        """Snapshot plus log; nothing there is an empty registry; vanished files drop."""
         try:
-            with open(path, "rb") as fh:
-                doc = json.load(fh)
-            if doc.get("version") != VERSION:
-                raise ValueError(f"unsupported version {doc.get('version')!r}")
-            entries = {p: ((int(e["dev"]), int(e["ino"])), int(e["offset"]))
-                       for p, e in doc["files"].items()}
-        except FileNotFoundError:
-            return cls(path)
+            snapshot, ops = journal.read(path)
+            reg = cls(path)
+            if snapshot is not None:
+                reg.seq = reg._restore(snapshot)
+            for op in ops:
+                reg._apply(op)
+                reg.seq = int(op["seq"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = f"REGISTRY_PATH={path!r} is not a readable registry: {exc}"
             raise SettingsError(msg) from exc
-        kept = {p: e for p, e in entries.items() if os.path.exists(p)}
-        log.info("registry %s: %d file(s) to resume", path, len(kept))
-        return cls(path, kept)
+        reg._files = {k: e for k, e in reg._files.items() if find_file(e[0], k) is not None}
+        log.info("registry %s: %d file(s) to resume, %d chunk(s) to resend", path,
+                 len(reg._files), len(reg._intents))
+        return reg
 
     def resume_offset(self, path: str, key: FileKey, size: int) -> int:
-        """Where to start reading ``path``: the acked offset if we know this file, else 0.
+        """Where to start reading the file ``key`` (now at ``path``, ``size`` bytes long).
 
-        The file is known by its identity: under ``path``, or under the name it had before
-        a rename while we were away. An offset beyond ``size`` means the file was truncated
-        meanwhile, so it is read from the start.
+        0 for a file we do not know; also 0, with a warning, if it shrank below our offset
+        while we were away (truncated: what it holds now is new).
         """
-        entry = self._entries.get(path)
-        if entry is None or entry[0] != key:
-            entry = next((e for e in self._entries.values() if e[0] == key), None)
-        if entry is None or entry[1] > size:
+        entry = self._files.get(key)
+        if entry is None:
+            return 0
+        if entry[1] > size:
+            log.warning("%s shrank to %d bytes below our offset %d while the agent was down; "
+                        "reading it from the start", path, size, entry[1])
             return 0
         return entry[1]
 
-    def commit(self, positions: Positions) -> None:
-        """Record acked positions in memory; :meth:`save` makes them durable."""
-        if positions:
-            self._entries.update(positions)
-            self.dirty = True
+    def known(self) -> list[tuple[str, FileKey]]:
+        """Every file with a position, as (path last read as, identity)."""
+        return [(path, key) for key, (path, _) in self._files.items()]
 
-    def snapshot(self) -> Positions:
-        return dict(self._entries)
+    def offsets(self) -> Files:
+        return dict(self._files)
 
-    def save(self) -> None:
-        """Write atomically: temp file, fsync, ``os.replace``, fsync of the directory."""
-        doc = {"version": VERSION, "files": {
-            p: {"dev": k[0], "ino": k[1], "offset": off} for p, (k, off) in self._entries.items()
-        }}
-        directory = os.path.dirname(os.path.abspath(self.path))
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self.dirty = False
+    def pending(self) -> list[Intent]:
+        """Intents not acked yet, oldest first."""
+        return list(self._intents.values())
+
+    def add(self, intent: Intent) -> None:
+        """Record a chunk about to be sent; its files' offsets move past its lines."""
+        self._add(intent)
+        self._log({"add": intent.to_json()})
+        for key in {seg.key for seg in intent.segments} & self._retired.keys():
+            if self._files[key][1] >= self._retired[key]:
+                self._forget(key)
+
+    def put(self, intent: Intent) -> None:
+        """Keep ``intent`` in place of the pending one of the same chunk (after a replay)."""
+        self._intents[intent.chunk] = intent
+        self._log({"put": intent.to_json()})
+
+    def ack(self, chunk: str) -> bool:
+        """Forget the intent of an acked (or unreplayable) chunk; whether there was one."""
+        if self._intents.pop(chunk, None) is None:
+            return False
+        self._log({"ack": chunk})
+        return True
+
+    def retire(self, key: FileKey, offset: int) -> None:
+        """A finished file: drop its position once its last line (``offset``) is sent."""
+        entry = self._files.get(key)
+        if entry is not None and entry[1] >= offset:
+            self._forget(key)
+        else:
+            self._retired[key] = offset
+
+    def take_log(self) -> bytes:
+        """The log lines of the changes since the last call (or snapshot)."""
+        data, self._ops = b"".join(self._ops), []
+        return data
+
+    def snapshot(self) -> bytes:
+        """The whole state, which makes the log so far redundant."""
+        self._ops = []
+        doc = {"version": VERSION, "seq": self.seq,
+               "files": [{"path": p, "dev": k[0], "ino": k[1], "offset": off}
+                         for k, (p, off) in self._files.items()],
+               "intents": [i.to_json() for i in self._intents.values()]}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _add(self, intent: Intent) -> None:
+        self._intents[intent.chunk] = intent
+        for seg in intent.segments:
+            self._files[seg.key] = (seg.path, seg.end)
+
+    def _forget(self, key: FileKey) -> None:
+        self._files.pop(key, None)
+        self._retired.pop(key, None)
+        self._log({"forget": list(key)})
+
+    def _log(self, op: dict[str, Any]) -> None:
+        self.seq += 1
+        op["seq"] = self.seq
+        self._ops.append(json.dumps(op, separators=(",", ":")).encode() + b"\n")
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        if "add" in op:
+            self._add(Intent.from_json(op["add"]))
+        elif "put" in op:
+            intent = Intent.from_json(op["put"])
+            self._intents[intent.chunk] = intent
+        elif "ack" in op:
+            self._intents.pop(str(op["ack"]), None)
+        elif "forget" in op:
+            dev, ino = op["forget"]
+            self._files.pop((int(dev), int(ino)), None)
+        else:
+            raise ValueError(f"unknown registry log entry {op!r:.100}")
+
+    def _restore(self, doc: dict[str, Any]) -> int:
+        """Take the snapshot ``doc`` (version 1 or 2); returns its sequence number."""
+        version = doc.get("version")
+        if version == 1:  # offsets by path, written by agents before intents existed
+            self._files = {(int(e["dev"]), int(e["ino"])): (str(p), int(e["offset"]))
+                           for p, e in doc["files"].items()}
+            return 0
+        if version != VERSION:
+            raise ValueError(f"unsupported version {version!r}")
+        self._files = {(int(e["dev"]), int(e["ino"])): (str(e["path"]), int(e["offset"]))
+                       for e in doc["files"]}
+        self._intents = {i.chunk: i for i in map(Intent.from_json, doc["intents"])}
+        return int(doc["seq"])

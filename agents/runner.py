@@ -2,7 +2,8 @@
 
 The event loop is created here and only here. SIGTERM/SIGINT ask the agent to stop
 (stop reading, flush, wait up to ``shutdown_timeout`` for acks, commit the registry); a
-second signal stops waiting.
+second signal stops waiting. Chunks still unacked then stay in the registry as intents
+and are resent, under the same ids, by the next run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def build_sources(settings: Settings, paths: Sequence[str], registry: Registry, 
     if paths:
         sources.append(TailSource(paths, poll_interval=settings.poll_interval,
                                   partial_line_timeout=settings.partial_line_timeout,
-                                  resume=registry.resume_offset))
+                                  resume=registry.resume_offset, known=registry.known(),
+                                  retired=registry.retire))
     if use_stdin:
         sources.append(StdinSource())
     if rate is not None:

@@ -2,6 +2,9 @@
 
 A pipe or terminal is read through the event loop, so a stop interrupts a read that may
 never return; a redirected regular file is read directly (such reads do not block).
+
+What is read cannot be read again: unacked chunks are resent (same id) only while the
+agent process lives, so exactly-once ends where a ``kill -9`` of the agent begins.
 """
 
 from __future__ import annotations

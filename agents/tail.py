@@ -6,6 +6,9 @@ still the same file. Each poll re-reads the globs: a followed file no longer mat
 only then is it closed, before the file that took its name is opened; a file that shrank
 below our position was truncated in place (copytruncate) and is re-read from 0.
 
+A restarted agent is told which files it knew (``known``): one that was rotated away
+while the agent was down is found again in its directory and finished the same way.
+
 Reads use ``os.pread`` in large blocks and split lines in bulk; a poll reads each file to
 its end one block at a time, awaiting the sink in between, so a full queue stops reading.
 """
@@ -22,11 +25,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from agents.block import READ_SIZE, Block, FileKey, LineBuffer, Sink
+from agents.identity import find_file, identity
 
 log = logging.getLogger(__name__)
 
 Resume = Callable[[str, FileKey, int], int]
 """``(path, identity, size) -> offset`` to start at (the registry's acked offset)."""
+Retired = Callable[[FileKey, int], None]
+"""``(identity, offset)``: a file was finished and closed after its last line at offset."""
 
 
 class Follower:
@@ -36,21 +42,27 @@ class Follower:
         self.path = path
         self.fd = fd
         self.key = key
-        self.buffer = LineBuffer(offset)
+        after_cut = offset > 0 and os.pread(fd, 1, offset - 1) not in (b"\n", b"")
+        self.buffer = LineBuffer(offset, after_cut=after_cut)
         self.grew_at = now
 
     def blocks(self, now: float) -> Iterator[Block]:
         """Blocks of complete lines up to the current end of the file, read lazily."""
-        while data := os.pread(self.fd, READ_SIZE, self.buffer.position):
+        buffer = self.buffer
+        while data := os.pread(self.fd, READ_SIZE, buffer.position):
             self.grew_at = now
-            lines, ends = self.buffer.feed(data)
+            start = buffer.offset
+            lines, ends = buffer.feed(data)
             if lines:
-                yield Block(self.path, time.time(), lines, ends, self.key)
+                yield Block(self.path, time.time(), lines, ends, self.key, start, buffer.cut)
 
     def take_partial(self) -> Block | None:
         """The held unterminated line as a one-line block, or None if there is none."""
+        start = self.buffer.offset
         lines, ends = self.buffer.take()
-        return Block(self.path, time.time(), lines, ends, self.key) if lines else None
+        if not lines:
+            return None
+        return Block(self.path, time.time(), lines, ends, self.key, start, cut=True)
 
     def truncated(self) -> bool:
         return os.fstat(self.fd).st_size < self.buffer.position
@@ -65,11 +77,15 @@ class TailSource:
     finite = False
 
     def __init__(self, patterns: Sequence[str], *, poll_interval: float,
-                 partial_line_timeout: float, resume: Resume) -> None:
+                 partial_line_timeout: float, resume: Resume,
+                 known: Sequence[tuple[str, FileKey]] = (),
+                 retired: Retired | None = None) -> None:
         self.patterns = [os.path.abspath(p) for p in patterns]  # stable registry keys
         self.poll_interval = poll_interval
         self.partial_line_timeout = partial_line_timeout
         self._resume = resume
+        self._known = list(known)
+        self._retired = retired
         self._followers: dict[FileKey, Follower] = {}
         self._stopped = asyncio.Event()
 
@@ -94,6 +110,8 @@ class TailSource:
     async def poll(self, sink: Sink, clock: Callable[[], float]) -> None:
         """One pass: retire files gone from the globs, open new ones, read all to the end."""
         found = self._scan()
+        if self._known:
+            self._adopt_rotated(found, clock())
         for key in [k for k in self._followers if k not in found]:
             await self._retire(self._followers.pop(key), sink, clock())
         for key, path in found.items():
@@ -123,6 +141,18 @@ class TailSource:
                     found.setdefault((st.st_dev, st.st_ino), path)
         return found
 
+    def _adopt_rotated(self, found: dict[FileKey, str], now: float) -> None:
+        """Open files known from before a restart that left the globs, so they get finished."""
+        known, self._known = self._known, []
+        for path, key in known:
+            if key in found or key in self._followers:
+                continue
+            where = find_file(path, key)
+            if where is not None:
+                log.info("%s (last seen as %s) was rotated away while the agent was down",
+                         where, path)
+                self._open(where, now)
+
     def _open(self, path: str, now: float) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -130,7 +160,7 @@ class TailSource:
             log.warning("cannot open %s: %s", path, exc)
             return
         st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino)
+        key = identity(st)
         if key in self._followers:  # replaced by a followed file since the scan
             os.close(fd)
             return
@@ -157,6 +187,8 @@ class TailSource:
             for block in follower.blocks(now):
                 await sink(block)
             await _emit(sink, follower.take_partial())
+            if self._retired is not None:
+                self._retired(follower.key, follower.buffer.offset)
         finally:
             follower.close()
 

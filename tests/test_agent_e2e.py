@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -38,15 +39,19 @@ def ack_all(conn: int, n: int) -> str:
 class Gateway:
     """Records every Forward message it receives and answers according to ``policy``."""
 
-    def __init__(self, policy: Policy = ack_all) -> None:
+    def __init__(self, policy: Policy = ack_all, *, port: int = 0,
+                 ack_delay: float = 0.0) -> None:
         self.policy = policy
+        self.port = port
+        self.ack_delay = ack_delay
+        """Acks go out after a random delay up to this long (so some are in flight)."""
         self.received: list[ForwardMessage] = []
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> Gateway:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -55,6 +60,14 @@ class Gateway:
         self._server.close()
         for writer in self._writers:
             writer.close()
+        await self._server.wait_closed()
+
+    async def kill(self) -> None:
+        """Vanish like a killed process: connections reset, nothing acked any more."""
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -72,11 +85,21 @@ class Gateway:
                         writer.transport.abort()
                         return
                     if action == "ack" and msg.chunk:
-                        writer.write(encode_ack(msg.chunk))
+                        self._ack(writer, msg.chunk)
         except ConnectionError:
             pass
         finally:
             writer.close()
+
+    def _ack(self, writer: asyncio.StreamWriter, chunk: str) -> None:
+        if not self.ack_delay:
+            writer.write(encode_ack(chunk))
+            return
+        def late() -> None:
+            if not writer.is_closing():
+                writer.write(encode_ack(chunk))
+
+        asyncio.get_running_loop().call_later(random.uniform(0, self.ack_delay), late)
 
     def deliveries(self) -> dict[str, list[ForwardMessage]]:
         """Every delivery of each chunk id, in arrival order."""
@@ -145,12 +168,12 @@ def test_subprocess_agent_follows_a_file_exactly_once_in_order(tmp_path: Path) -
             await gw.wait_lines(3000)
             more = [f"appended {i}" for i in range(250)]
             # The unterminated last line went out after PARTIAL_LINE_TIMEOUT; the newline
-            # that ends it now comes too late and ends an empty line.
-            write_log(log, ["", *more], mode="ab")
-            await gw.wait_lines(3251)
+            # that ends it comes late and is swallowed (no empty line).
+            write_log(log, ["", *more], crlf=True, mode="ab")
+            await gw.wait_lines(3250)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 8) == 0
-            assert gw.lines() == [*first, "", *more]
+            assert gw.lines() == [*first, *more]
             assert len(gw.deliveries()) == len(gw.received)  # nothing sent twice
             for msg in gw.received:
                 assert msg.mode == "packed" and len(msg.events) <= 100
@@ -160,7 +183,9 @@ def test_subprocess_agent_follows_a_file_exactly_once_in_order(tmp_path: Path) -
 
     asyncio.run(main())
     registry = json.loads((tmp_path / "registry.json").read_text())
-    assert registry["files"][str(log)]["offset"] == log.stat().st_size
+    assert [(f["path"], f["offset"]) for f in registry["files"]] == [(str(log),
+                                                                       log.stat().st_size)]
+    assert registry["intents"] == []  # every chunk acked
     assert "connected to gateway" in (tmp_path / "agent.log").read_text()
 
 

@@ -1,0 +1,79 @@
+"""Rebuilding a pending chunk from its intent: the same lines, from the same bytes.
+
+A segment is re-read from its file (found by identity, even renamed) and split exactly as
+the tailer split it: newlines and CRLF, the swallowed late newline after a cut line, a last
+line shipped unterminated (``cut``). Its fingerprint must match the one taken when it was
+first sent. What cannot be rebuilt (file deleted, truncated, rewritten) is logged with the
+chunk id, the file and the number of lines lost; the rest still goes out under the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from agents.block import Block, LineBuffer
+from agents.encoder import FrameEncoder
+from agents.identity import find_file, identity
+from agents.intent import Intent, Segment, fingerprint
+from logsig.errors import LogsigError
+
+log = logging.getLogger(__name__)
+
+
+class SegmentLost(LogsigError):
+    """A segment's lines can no longer be read back as they were sent (reason as text)."""
+
+
+def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block], list[bytes]]:
+    """What of ``intent`` can still be sent: the intent trimmed to it, blocks and entries."""
+    kept: list[Segment] = []
+    blocks: list[Block] = []
+    entries: list[bytes] = []
+    for seg in intent.segments:
+        try:
+            block = read_segment(seg)
+            packed = encoder.entries(block)
+            if fingerprint(packed) != seg.check:
+                raise SegmentLost("its bytes changed since it was sent")
+        except (SegmentLost, OSError) as exc:
+            log.warning("chunk %s: %d line(s) of %s (bytes %d-%d) can no longer be replayed: %s",
+                        intent.chunk, seg.lines, seg.path, seg.start, seg.end, exc)
+            continue
+        kept.append(seg)
+        blocks.append(block)
+        entries.append(packed)
+    return Intent(intent.chunk, tuple(kept)), blocks, entries
+
+
+def read_segment(seg: Segment) -> Block:
+    """The segment's block, read back from its file; :class:`SegmentLost` if impossible."""
+    path = find_file(seg.path, seg.key)
+    if path is None:
+        raise SegmentLost("the file is gone")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if identity(st) != seg.key:
+            raise SegmentLost("the file was replaced")
+        if st.st_size < seg.end:
+            raise SegmentLost(f"the file was truncated to {st.st_size} bytes")
+        data = os.pread(fd, seg.end - seg.start, seg.start)
+        after_cut = seg.start > 0 and os.pread(fd, 1, seg.start - 1) != b"\n"
+    finally:
+        os.close(fd)
+    lines, ends = split_segment(data, seg.start, after_cut=after_cut, cut=seg.cut)
+    if len(lines) != seg.lines or not ends or ends[-1] != seg.end:
+        raise SegmentLost(f"it now splits into {len(lines)} line(s), not {seg.lines}")
+    return Block(seg.path, seg.time, lines, ends, seg.key, seg.start, seg.cut)
+
+
+def split_segment(data: bytes, start: int, *, after_cut: bool,
+                  cut: bool) -> tuple[list[str], list[int]]:
+    """Lines and end offsets of ``data`` (read at ``start``), split as the tailer did."""
+    buffer = LineBuffer(start, after_cut=after_cut)
+    lines, ends = buffer.feed(data)
+    if cut:
+        last, last_end = buffer.take()
+        lines, ends = lines + last, ends + last_end
+    return lines, ends

@@ -1,0 +1,96 @@
+"""Write-ahead intents: a chunk left unacked is rebuilt from its file and resent as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.agent import Agent
+from agents.encoder import FrameEncoder
+from agents.intent import Intent
+from agents.registry import Registry
+from agents.replay import rebuild
+from agents.runner import build_sources
+from tests.test_agent_e2e import Gateway, settings_for, write_log
+from tests.test_tail import Clock, Collect, tail
+
+ENCODER = FrameEncoder("logsig", "host")
+
+
+def intent_of_file(log: Path, clock: Clock | None = None) -> Intent:
+    """Read ``log`` as the tailer does (its unterminated end as a cut line), as one intent."""
+    src, sink, clock = tail(log, partial=1.0), Collect(), clock or Clock()
+    asyncio.run(src.poll(sink, clock))
+    clock.now += 5
+    asyncio.run(src.poll(sink, clock))
+    return Intent.of("c-1", sink.blocks, [ENCODER.entries(b) for b in sink.blocks])
+
+
+def test_rebuild_gives_back_the_same_entries_after_a_rename(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\r\nbad \xff utf8\n\ncut here")
+    intent = intent_of_file(log)
+    assert [s.cut for s in intent.segments] == [False, True]
+    log.rename(tmp_path / "app.log.1")  # rotated: found again by identity
+    log.write_bytes(b"other\n")
+    kept, blocks, entries = rebuild(intent, ENCODER)
+    assert kept == intent
+    assert [line for b in blocks for line in b.lines] == ["a", "bad \ufffd utf8", "", "cut here"]
+    assert [b.source for b in blocks] == [str(log), str(log)]  # the name it was sent under
+    assert [ENCODER.entries(b) for b in blocks] == entries
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "rewrite"])
+def test_lines_that_cannot_be_rebuilt_are_named_and_counted(
+        tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    log = tmp_path / "app.log"
+    other = tmp_path / "other.log"
+    log.write_bytes(b"one\ntwo\n")
+    other.write_bytes(b"three\n")
+    first, second = intent_of_file(log), intent_of_file(other)
+    intent = Intent("c-9", first.segments + second.segments)
+    if damage == "truncate":
+        os.truncate(log, 4)
+    elif damage == "delete":
+        log.unlink()
+    else:
+        log.write_bytes(b"ONE\nTWO\n")  # same size, same file, other bytes
+    with caplog.at_level(logging.WARNING):
+        kept, blocks, _ = rebuild(intent, ENCODER)
+    assert kept.segments == second.segments  # what is left still goes out under c-9
+    assert [b.lines for b in blocks] == [["three"]]
+    assert f"chunk c-9: 2 line(s) of {log}" in caplog.text
+
+
+def test_a_restart_resends_unacked_chunks_first_under_their_ids(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    write_log(log, [f"line {i}" for i in range(250)])
+
+    async def session(gw: Gateway, *, wait: int) -> int:
+        settings = settings_for(gw, tmp_path, shutdown_timeout=0.3)
+        registry = Registry.load(settings.registry_path)
+        agent = Agent(settings, build_sources(settings, [str(log)], registry), registry)
+        task = asyncio.create_task(agent.run())
+        await gw.wait_lines(wait)
+        agent.stop()
+        return await asyncio.wait_for(task, 5)
+
+    async def main() -> tuple[Gateway, Gateway]:
+        async with Gateway(lambda conn, n: "ack" if n == 0 else "hold") as first:
+            assert await session(first, wait=250) == 1  # two chunks never acked
+        write_log(log, [f"more {i}" for i in range(50)], mode="ab")
+        async with Gateway() as second:
+            assert await session(second, wait=200) == 0
+        return first, second
+
+    first, second = asyncio.run(main())
+    held = [m for m in first.received[1:]]
+    assert [m.chunk for m in second.received[:2]] == [m.chunk for m in held]
+    assert [m.events for m in second.received[:2]] == [m.events for m in held]  # identical
+    assert first.lines()[:100] + second.lines() == (
+        [f"line {i}" for i in range(250)] + [f"more {i}" for i in range(50)])
+    assert Registry.load(str(tmp_path / "registry.json")).pending() == []
