@@ -14,6 +14,7 @@ from logsig.settings import Settings
 def celery_config(settings: Settings) -> dict[str, object]:
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": "logsig.redis_transport:Transport",
         "broker_connection_retry_on_startup": True,
         # Safe serializers only: a pickle message is refused, never executed.
         "task_serializer": "msgpack",
@@ -38,12 +39,17 @@ def _transport_options(visibility_timeout: int) -> dict[str, int]:
     """Sweep for tasks of dead workers often enough to notice them soon after they expire.
 
     kombu's default sweep runs about every 100 s (interval 10 s, every 10th call), far later
-    than a short visibility timeout; a sweep is one cheap sorted-set range query.
+    than a short visibility timeout; a sweep is one cheap sorted-set range query. The sweep's
+    mutex is held for a few intervals at most: a worker killed while holding it (default 300
+    s) would otherwise stop every sweep that long. Two sweeps overlapping can only deliver a
+    message twice, which counts once.
     """
+    interval = max(1, min(10, visibility_timeout // 4))
     return {
         "visibility_timeout": visibility_timeout,
-        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 3 * interval,
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from logsig.batch import TASK_NAME, Batch
 from logsig.errors import ProtocolError
@@ -24,6 +25,9 @@ from workers.rules import Rule, load_rules
 from workers.store import ResultStore, connect
 
 log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError included
+RETRY_INITIAL, RETRY_MAX = 0.1, 5.0
 
 
 @dataclass(slots=True)
@@ -74,16 +78,38 @@ class WorkerContext:
         return self._state
 
 
-def register(app: Celery, context: WorkerContext) -> Task:
-    """Register the scan task under the name the gateway publishes to."""
+def process_until_stored(context: WorkerContext, batch_obj: Any) -> None:
+    """Record the batch, waiting out a Redis outage in this process.
 
-    @app.task(name=TASK_NAME, autoretry_for=(redis.ConnectionError, redis.TimeoutError),
-              retry_backoff=True, retry_backoff_max=60, max_retries=20)
-    def scan_batch(batch_obj: Any) -> None:
+    Celery's own retry would publish a new message, which fails while Redis is down, and the
+    original would then be rejected without requeue: lost. Retrying here is safe because
+    results are idempotent per chunk. If Redis stays away for half the visibility timeout,
+    the message is rejected with requeue (or, with the broker gone too, stays unacked in
+    Redis and comes back with the visibility sweep).
+    """
+    deadline = time.monotonic() + context.settings.visibility_timeout / 2
+    delay = RETRY_INITIAL
+    while True:
         try:
             process_batch(context.state(), batch_obj)
+            return
         except ProtocolError as exc:
             # Retrying cannot fix a malformed message: log it and drop it.
             log.error("dropping malformed batch: %s", exc)
+            return
+        except REDIS_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise Reject(exc, requeue=True) from exc
+            log.warning("Redis unavailable (%s); retrying this batch in %.1fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+
+def register(app: Celery, context: WorkerContext) -> Task:
+    """Register the scan task under the name the gateway publishes to."""
+
+    @app.task(name=TASK_NAME)
+    def scan_batch(batch_obj: Any) -> None:
+        process_until_stored(context, batch_obj)
 
     return scan_batch
