@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.acks import AckSink, CountedAcks
 from gateway.publisher import PublishError
 from logsig.batch import Batch, Chunk
 
@@ -29,14 +30,6 @@ class Publisher(Protocol):
 
 class PublishObserver(Protocol):
     def publish_succeeded(self) -> None: ...
-
-    def publish_failed(self, reason: str) -> None: ...
-
-
-class AckSink(Protocol):
-    """Where an acknowledgement goes: the connection that sent the chunk."""
-
-    def ack(self, chunk_id: str) -> None: ...
 
     def publish_failed(self, reason: str) -> None: ...
 
@@ -58,9 +51,11 @@ class Coalescer:
         timeout: float,
         high_water: int,
         observer: PublishObserver | None = None,
+        counted: CountedAcks | None = None,
     ) -> None:
         self._publisher = publisher
         self._observer = observer
+        self._counted = counted
         self._batch_size = batch_size
         self._timeout = timeout
         self._high_water = high_water
@@ -98,7 +93,8 @@ class Coalescer:
             buf.timer = None
         if not buf.chunks:
             return
-        batch, waiters = Batch(tag, buf.chunks), buf.waiters
+        reply_to = self._counted.gateway_id if self._counted is not None else None
+        batch, waiters = Batch(tag, buf.chunks, reply_to), buf.waiters
         buf.chunks, buf.waiters, buf.lines = [], [], 0
         buf.inflight += 1
         task = asyncio.get_running_loop().create_task(self._publish(tag, batch, waiters))
@@ -106,6 +102,10 @@ class Coalescer:
         task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, tag: str, batch: Batch, waiters: list[tuple[AckSink, str]]) -> None:
+        if self._counted is not None:
+            # Registered before the publish: a fast worker may report the chunks recorded
+            # before this coroutine even resumes.
+            self._counted.expect(waiters)
         try:
             await self._publisher.publish(batch)
         except PublishError as exc:
@@ -113,14 +113,17 @@ class Coalescer:
                       batch.line_count, tag, len(waiters), exc)
             if self._observer is not None:
                 self._observer.publish_failed(str(exc))
+            if self._counted is not None:
+                self._counted.forget(waiters)
             for sink, _ in waiters:
                 sink.publish_failed(str(exc))
         else:
             self.published_batches += 1
             if self._observer is not None:
                 self._observer.publish_succeeded()
-            for sink, chunk_id in waiters:
-                sink.ack(chunk_id)
+            if self._counted is None:
+                for sink, chunk_id in waiters:
+                    sink.ack(chunk_id)
         finally:
             await self._release(tag, batch.line_count)
 

@@ -63,7 +63,11 @@ class Connection:
             log.info("connection %s lost: %s", self.peer, exc)
             self.close()
             return
-        await self._acks_done.wait()
+        try:  # the client half-closed: send what it is owed, within bounds
+            await asyncio.wait_for(self._acks_done.wait(), self._read_timeout)
+        except TimeoutError:
+            log.warning("closing connection %s: %d chunk(s) not acknowledged within %ss",
+                        self.peer, self._awaiting_acks, self._read_timeout)
         self.close()
 
     async def _read(self) -> bytes:
@@ -107,6 +111,10 @@ class Connection:
             log.warning("closing connection %s: its chunk could not be published (%s)",
                         self.peer, reason)
             self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.is_closing()
 
     def close(self) -> None:
         if not self._writer.is_closing():

@@ -12,10 +12,13 @@ import contextlib
 import logging
 import signal
 
+from gateway.acks import CountedAcks
+from gateway.analyze import AnalysisServer
 from gateway.coalescer import Coalescer, Publisher
 from gateway.connection import Connection
 from gateway.health import HealthMonitor
 from gateway.publisher import CeleryPublisher
+from logsig.keys import Keys
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,12 +28,15 @@ class Gateway:
     def __init__(self, settings: Settings, publisher: Publisher) -> None:
         self._settings = settings
         self.health = HealthMonitor(settings.redis_url)
+        self.counted = (CountedAcks(settings.redis_url, Keys(settings.key_prefix))
+                        if settings.ack_mode == "counted" else None)
         high_water = settings.batch_size * (settings.max_inflight_publishes + 2)
         self.coalescer = Coalescer(publisher, settings.batch_size, settings.timeout, high_water,
-                                   observer=self.health)
+                                   observer=self.health, counted=self.counted)
         self._server: asyncio.Server | None = None
         self._health_server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}
+        self.analysis = AnalysisServer(settings)  # `logsig analyze` jobs on ANALYZE_PORT
 
     @property
     def port(self) -> int:
@@ -46,6 +52,9 @@ class Gateway:
             self.health.answer, s.gateway_host, s.health_port, reuse_address=True
         )
         self.health.start()
+        if self.counted is not None:
+            self.counted.start()
+        await self.analysis.start()
         log.info("gateway listening on %s:%d, health on port %d (BATCH_SIZE=%d, TIMEOUT=%ss, "
                  "loop=%s)", s.gateway_host, self.port,
                  self._health_server.sockets[0].getsockname()[1], s.batch_size, s.timeout,
@@ -68,6 +77,7 @@ class Gateway:
             self._server.close()
         if self._health_server is not None:
             self._health_server.close()
+        await self.analysis.close()
         readers = list(self._connections)
         for task in readers:
             task.cancel()
@@ -76,6 +86,11 @@ class Gateway:
         if not drained:
             log.warning("shutdown timeout: %d lines were not published (clients will resend)",
                         self.coalescer.pending_lines)
+        if self.counted is not None:
+            if not await self.counted.wait_idle(self._settings.shutdown_timeout):
+                log.warning("shutdown: %d published chunk(s) not yet recorded by the workers "
+                            "(their agents will resend them)", self.counted.waiting)
+            await self.counted.close()
         for conn in list(self._connections.values()):
             conn.close()
         await asyncio.sleep(0)  # let transports flush the last acks

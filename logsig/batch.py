@@ -7,7 +7,10 @@ source share one segment, so the message stays compact (no per-line dicts).
 
 Wire form (msgpack or JSON friendly)::
 
-    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...]], ...]]
+    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...]], ...], reply_to?]
+
+``reply_to`` (optional) names the Redis list where the worker pushes the ids of the chunks it
+has recorded, so the gateway can acknowledge them end to end (``ACK_MODE=counted``).
 """
 
 from __future__ import annotations
@@ -55,13 +58,14 @@ class Chunk:
 class Batch:
     tag: str
     chunks: list[Chunk] = field(default_factory=list)
+    reply_to: str | None = None
 
     @property
     def line_count(self) -> int:
         return sum(c.line_count for c in self.chunks)
 
     def encode(self) -> list[Any]:
-        return [
+        out: list[Any] = [
             VERSION,
             self.tag,
             [
@@ -69,11 +73,16 @@ class Batch:
                 for c in self.chunks
             ],
         ]
+        if self.reply_to is not None:
+            out.append(self.reply_to)
+        return out
 
     @classmethod
     def decode(cls, obj: Any) -> Batch:
         try:
-            version, tag, chunks = obj
+            version, tag, chunks, *rest = obj
+            if len(rest) > 1:
+                raise ValueError(f"{len(obj)} fields")
             if version != VERSION:
                 raise ProtocolError(f"unsupported batch version {version!r}")
             return cls(
@@ -83,6 +92,7 @@ class Batch:
                                      for h, src, t, lines in segs])
                     for cid, segs in chunks
                 ],
+                str(rest[0]) if rest and rest[0] is not None else None,
             )
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed batch: {exc}", obj) from exc

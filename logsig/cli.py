@@ -29,6 +29,19 @@ def _add_batching(p: argparse.ArgumentParser) -> None:
                    help="seconds before a partial batch is flushed (TIMEOUT)")
 
 
+def _add_analyze(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    an = sub.add_parser("analyze", help="analyze a whole file on the workers; print one report")
+    an.add_argument("file", help="log file or chat export to upload")
+    an.add_argument("--profile", choices=["logs", "chat"], required=True, help="what to count")
+    an.add_argument("--chunks", type=int, default=0,
+                    help="chunks to cut the file into (default: worker processes, at least 4)")
+    an.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    an.add_argument("--year", type=int, default=None,
+                    help="year of syslog stamps, which have none (default: the file's mtime)")
+    an.add_argument("--host", dest="gateway_host", help="gateway address (GATEWAY_HOST)")
+    an.add_argument("--port", dest="analyze_port", type=int, help="analysis port (ANALYZE_PORT)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logsig", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
@@ -77,12 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use only the rules in this file/directory (default: shipped packs)")
     rt.add_argument("--json", action="store_true", help="every matching line as JSON")
 
+    _add_analyze(sub)
+
     dm = sub.add_parser("demo", help="run the whole pipeline on generated logs and print results")
     dm.add_argument("--lines", type=int, default=20_000, help="lines per agent")
     return parser
 
 
-_SETTING_FLAGS = ("redis_url", "log_level", "gateway_host", "gateway_port", "batch_size",
+_SETTING_FLAGS = ("redis_url", "log_level", "gateway_host", "gateway_port", "analyze_port",
+                  "batch_size",
                   "timeout", "agent_name", "registry_path", "tag", "worker_concurrency")
 
 
@@ -119,6 +135,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.rules_command == "check":
             return rules_check(args.path, sys.stdout, sys.stderr)
         return rules_test(args.logfile, args.rules_file, args.json, sys.stdout, sys.stderr)
+    if args.command == "analyze":
+        from logsig.analyze import run as run_analyze
+
+        return run_analyze(settings, args.file, args.profile, chunks=args.chunks,
+                           as_json=args.json, year=args.year)
     if args.command == "demo":
         from logsig.demo import run as run_demo
 

@@ -152,7 +152,8 @@ def _run(settings: Settings, workdir: Path, redis_url: str, lines_per_agent: int
     from workers.results import show
 
     settings = settings.replace(redis_url=redis_url, gateway_host="127.0.0.1",
-                                gateway_port=_free_port())
+                                gateway_port=_free_port(), health_port=_free_port(),
+                                analyze_port=_free_port())
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     keys = Keys(settings.key_prefix)
     baseline = int(client.hget(keys.totals, "lines") or 0)

@@ -48,6 +48,12 @@ class Keys:
         """Hash: rule id -> JSON {title, severity}, written by workers at start-up."""
         return f"{self.prefix}:rules"
 
+    def counted(self, gateway_id: str) -> str:
+        """List: ids of chunks the workers have recorded, pushed by the result script for the
+        gateway process ``gateway_id`` that acks them end to end. Expires an hour after the
+        last push, so a gateway that is gone leaves nothing behind."""
+        return f"{self.prefix}:counted:{gateway_id}"
+
     def chunk(self, chunk_id: str) -> str:
         """String with TTL: marks a chunk as counted, so a redelivery counts nothing."""
         return f"{self.prefix}:chunk:{chunk_id}"
@@ -68,3 +74,21 @@ class Keys:
         """Stream, capped: threshold alerts (rule, severity, key, count, window, first, last,
         agent), one per crossing."""
         return f"{self.prefix}:alerts"
+
+    def analysis_chunk(self, job_id: str, index: int) -> str:
+        """String with TTL: the bytes of chunk ``index`` of an uploaded file (``logsig
+        analyze``), written by the gateway, read by the worker that analyzes it, deleted by the
+        gateway when the job ends; the TTL (ANALYZE_TIMEOUT + 60 s) covers a crashed gateway."""
+        return f"{self.prefix}:analysis:{job_id}:{index}"
+
+    def analysis_results(self, job_id: str) -> str:
+        """Hash with TTL: chunk index -> msgpack answer of the worker that analyzed it (the
+        partial statistics, or an error); the first answer per chunk wins (HSETNX). Read and
+        deleted by the gateway when the job ends."""
+        return f"{self.prefix}:analysis-results:{job_id}"
+
+    def analysis_inbox(self, gateway_id: str) -> str:
+        """List with TTL: wake-up notes (msgpack ``[job id, chunk index]``) pushed by workers
+        after writing an answer, popped by the gateway process ``gateway_id`` whose clients
+        wait for them. Expires when that gateway is gone."""
+        return f"{self.prefix}:analysis-inbox:{gateway_id}"

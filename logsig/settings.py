@@ -17,6 +17,8 @@ from dotenv import dotenv_values
 
 from logsig.errors import SettingsError
 
+ACK_MODES = ("counted", "published")
+
 # Environment variable for each field; the names are part of the documented interface.
 ENV_NAMES: dict[str, str] = {
     "redis_url": "REDIS_URL",
@@ -24,11 +26,15 @@ ENV_NAMES: dict[str, str] = {
     "gateway_host": "GATEWAY_HOST",
     "gateway_port": "GATEWAY_PORT",
     "health_port": "HEALTH_PORT",
+    "analyze_port": "ANALYZE_PORT",
+    "max_upload_bytes": "MAX_UPLOAD_BYTES",
+    "analyze_timeout": "ANALYZE_TIMEOUT",
     "read_timeout": "READ_TIMEOUT",
     "batch_size": "BATCH_SIZE",
     "timeout": "TIMEOUT",
     "max_frame_bytes": "MAX_FRAME_BYTES",
     "max_inflight_publishes": "MAX_INFLIGHT_PUBLISHES",
+    "ack_mode": "ACK_MODE",
     "ack_timeout": "ACK_TIMEOUT",
     "agent_max_inflight": "AGENT_MAX_INFLIGHT",
     "retry_initial": "RETRY_INITIAL",
@@ -59,13 +65,17 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 24224
     health_port: int = 24225
+    analyze_port: int = 24226
+    max_upload_bytes: int = 256 * 1024 * 1024
+    analyze_timeout: float = 600.0
     read_timeout: float = 30.0
     batch_size: int = 1000
     timeout: float = 1.0
     max_frame_bytes: int = 16 * 1024 * 1024
     max_inflight_publishes: int = 4
+    ack_mode: str = "counted"
     ack_timeout: float = 10.0
-    agent_max_inflight: int = 4
+    agent_max_inflight: int = 16
     retry_initial: float = 0.2
     retry_max: float = 10.0
     registry_path: str = "logsig-registry.json"
@@ -85,15 +95,19 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "max_frame_bytes", "max_inflight_publishes",
-                    "agent_max_inflight", "worker_concurrency", "match_stream_maxlen")
+                    "agent_max_inflight", "worker_concurrency", "match_stream_maxlen",
+                    "max_upload_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
         for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval",
-                     "read_timeout"):
+                     "read_timeout", "analyze_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
-        for name in ("gateway_port", "health_port"):
+        if self.ack_mode not in ACK_MODES:
+            raise SettingsError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, "
+                                f"got {self.ack_mode!r}")
+        for name in ("gateway_port", "health_port", "analyze_port"):
             if not 0 <= getattr(self, name) < 65536:
                 raise SettingsError(f"{ENV_NAMES[name]} must be 0..65535 (0: any free port), "
                                     f"got {getattr(self, name)!r}")

@@ -251,10 +251,10 @@ def test_redis_uses_aof_on_a_named_volume_and_is_not_published() -> None:
     assert (volume in compose["volumes"], target) == (True, "/data")
 
 
-def test_gateway_listens_on_all_interfaces_and_publishes_24224() -> None:
+def test_gateway_listens_on_all_interfaces_and_publishes_forward_and_analysis() -> None:
     gateway = services()["gateway"]
     assert gateway["environment"]["GATEWAY_HOST"] == "0.0.0.0"
-    assert [with_defaults(p) for p in gateway["ports"]] == ["24224:24224"]
+    assert [with_defaults(p) for p in gateway["ports"]] == ["24224:24224", "24226:24226"]
 
 
 def test_agent_registry_is_on_a_named_volume() -> None:
@@ -369,7 +369,7 @@ def test_compose_command_matches_image_default() -> None:
 
 def test_gateway_image_exposes_the_published_port() -> None:
     exposed = [rest for k, rest in instructions(DOCKERFILES["gateway"]) if k == "EXPOSE"]
-    assert exposed == ["24224"]
+    assert exposed == ["24224 24226"]
 
 
 # --- .dockerignore ---------------------------------------------------------------------------

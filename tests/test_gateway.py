@@ -29,8 +29,11 @@ def start_gateway(
 
     def start(**env: str) -> tuple[Proc, int]:
         port = free_port()
+        # No workers here: ack on publish; the end-to-end mode is tested below and in
+        # tests/test_pipeline.py.
         settings = {"REDIS_URL": redis_server.url, "GATEWAY_PORT": str(port), "QUEUE": QUEUE,
-                    "BATCH_SIZE": "100", "TIMEOUT": "0.5", **env}
+                    "BATCH_SIZE": "100", "TIMEOUT": "0.5", "HEALTH_PORT": "0", "ANALYZE_PORT": "0",
+                    "ACK_MODE": "published", **env}
         proc = Proc(logsig_cmd("gateway"), settings, tmp_path / f"gateway-{port}.log")
         procs.append(proc)
         wait_for_port(port, proc=proc.popen)
@@ -198,3 +201,24 @@ def test_a_client_stalling_mid_frame_is_closed_but_an_idle_one_is_kept(
         assert read_ack(idle, msgpack.Unpacker(raw=False)) == "idle-1"
     assert "stalled for 1.0s in the middle of a frame" in proc.output()
     assert queued_lines(redis_client, QUEUE) == ["after idling"]
+
+
+def test_counted_mode_acks_only_once_a_worker_has_recorded_the_chunk(
+    start_gateway: StartGateway, redis_client: redis.Redis, redis_server: RedisServer,
+    tmp_path: Path
+) -> None:
+    _, port = start_gateway(ACK_MODE="counted")
+    with connect(port) as sock:
+        sock.settimeout(1.5)
+        sock.sendall(packed(["needs a worker"], chunk="e2e-1"))
+        with pytest.raises(TimeoutError):  # published, but nobody has counted it yet
+            sock.recv(100)
+        assert redis_client.llen(QUEUE) == 1
+        worker = Proc(logsig_cmd("worker", "--concurrency", "1"),
+                      {"REDIS_URL": redis_server.url, "QUEUE": QUEUE}, tmp_path / "worker.log")
+        try:
+            sock.settimeout(60)
+            assert read_ack(sock, msgpack.Unpacker(raw=False)) == "e2e-1"
+        finally:
+            worker.stop()
+    assert redis_client.hget("logsig:agents", "h1") == "1"

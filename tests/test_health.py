@@ -31,7 +31,7 @@ def start_gateway(tmp_path: Path, redis_url: str, host: str = "127.0.0.1") -> tu
     settings = Settings(gateway_host=host, gateway_port=free_port(), health_port=free_port(),
                         redis_url=redis_url)
     env = {"GATEWAY_HOST": host, "GATEWAY_PORT": str(settings.gateway_port),
-           "HEALTH_PORT": str(settings.health_port), "REDIS_URL": redis_url}
+           "HEALTH_PORT": str(settings.health_port), "REDIS_URL": redis_url, "ANALYZE_PORT": "0"}
     proc = Proc(logsig_cmd("gateway"), env, tmp_path / f"gateway-{settings.gateway_port}.log")
     wait_for_port(settings.gateway_port, proc=proc.popen)
     return proc, settings

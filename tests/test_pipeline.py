@@ -49,7 +49,7 @@ def pipeline(
     port = free_port()
     env = {"REDIS_URL": redis_server.url, "GATEWAY_PORT": str(port), "BATCH_SIZE": "200",
            "TIMEOUT": "0.3", "PARTIAL_LINE_TIMEOUT": "0.5", "POLL_INTERVAL": "0.05",
-           "QUEUE": "logsig-e2e"}
+           "QUEUE": "logsig-e2e", "HEALTH_PORT": "0", "ANALYZE_PORT": "0"}
     p = Pipeline(env, tmp_path, port)
     p.start("worker", "worker", "--concurrency", "2")
     gateway = p.start("gateway", "gateway")

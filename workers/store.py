@@ -89,6 +89,12 @@ if fresh > 0 then
   redis.call('EXPIRE', minute, minute_ttl)
 end
 if raised > 0 then redis.call('HINCRBY', totals, 'alerts', raised) end
+local reply = KEYS[7]
+if reply then
+  -- End-to-end acks: the gateway acks these chunks once it pops their ids from here.
+  for _, c in ipairs(args[4]) do redis.call('RPUSH', reply, c[10]) end
+  redis.call('EXPIRE', reply, 3600)
+end
 return {fresh, dup, raised}
 """
 
@@ -106,8 +112,13 @@ class ResultStore:
         self.settings = settings
         self._record = client.register_script(_RECORD)
 
-    def record(self, deltas: Sequence[ChunkDelta], now: float | None = None) -> tuple[int, int]:
-        """Apply the deltas of new chunks; returns (new chunks, duplicate chunks)."""
+    def record(self, deltas: Sequence[ChunkDelta], now: float | None = None,
+               reply_to: str | None = None) -> tuple[int, int]:
+        """Apply the deltas of new chunks; returns (new chunks, duplicate chunks).
+
+        With ``reply_to`` (a gateway id), the ids of all the batch's chunks, new or not, are
+        pushed to that gateway's ``keys.counted`` list in the same atomic script.
+        """
         if not deltas:
             return 0, 0
         now = time.time() if now is None else now
@@ -115,11 +126,13 @@ class ResultStore:
         chunks = [[k.chunk(d.chunk_id), d.lines, d.bytes, d.matches, _flat(d.signatures),
                    _flat(d.agent_lines),
                    [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
-                   d.events, self._hits(d)]
+                   d.events, self._hits(d), d.chunk_id]
                   for d in deltas]
         blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks],
                              unicode_errors="replace")
         keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches, k.alerts]
+        if reply_to is not None:
+            keys.append(k.counted(reply_to))
         fresh, dup, _alerts = self._record(keys=keys, args=[blob])
         return int(fresh), int(dup)
 

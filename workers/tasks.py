@@ -55,7 +55,7 @@ def process_batch(state: WorkerState, batch_obj: Any, now: float | None = None) 
     lines, spans = flatten(batch)
     pairs = state.engine.scan(lines)
     deltas = aggregate(batch, spans, pairs, lines, state.rules)
-    fresh, dup = state.store.record(deltas, now)
+    fresh, dup = state.store.record(deltas, now, reply_to=batch.reply_to)
     log.debug("batch: %d lines, %d matches, %d new / %d duplicate chunks",
               len(lines), len(pairs), fresh, dup)
     return fresh, dup

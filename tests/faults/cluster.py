@@ -144,6 +144,7 @@ class Cluster:
         self.procs: dict[str, Proc] = {}
         self.env = {"REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                     "GATEWAY_PORT": str(self.gateway_port), "HEALTH_PORT": str(free_port()),
+                    "ANALYZE_PORT": "0",
                     **FAULT_ENV}
         self._restarts: Counter[str] = Counter()
 

@@ -98,9 +98,9 @@ def oracle(data: bytes) -> tuple[str, list[str]]:
     return "accepted", [m.chunk for m in messages if m.chunk]
 
 
-def exchange(port: int, data: bytes) -> bytes:
+def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
     """Send one frame, half-close, and read what comes back until the gateway closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
@@ -127,11 +127,15 @@ def services(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Pat
              ) -> Iterator[tuple[int, Proc, dict[str, str]]]:
     port = free_port()
     env = {"REDIS_URL": redis_server.url, "GATEWAY_PORT": str(port), "HEALTH_PORT": "0",
-           "MAX_FRAME_BYTES": str(MAX_FRAME), "BATCH_SIZE": "500", "TIMEOUT": "0.2",
+           "ANALYZE_PORT": "0", "MAX_FRAME_BYTES": str(MAX_FRAME), "BATCH_SIZE": "500",
+           "TIMEOUT": "0.2",
            "QUEUE": "logsig-fuzz"}
     worker = Proc(logsig_cmd("worker", "--concurrency", "2"), env, tmp_path / "worker.log")
     gateway = Proc(logsig_cmd("gateway"), env, tmp_path / "gateway.log")
     wait_for_port(port, proc=gateway.popen)
+    # Acks are end to end (a worker must record the chunk): wait until the path works.
+    probe = forward.encode_message("probe", 1, {"log": "ready?"}, "probe-1")
+    assert _unpack(exchange(port, probe, timeout=120)) == [{"ack": "probe-1"}]
     yield port, gateway, env
     gateway.stop()
     worker.stop()
