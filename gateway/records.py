@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import uuid
 
-from logsig.batch import Chunk
+from logsig.batch import Chunk, Segment
 from logsig.forward import ForwardMessage, Record
 
 LINE_FIELDS = ("message", "log", "msg", "line")
 HOST_FIELDS = ("host", "hostname")
+SOURCE_FIELDS = ("source", "path", "file")
 
 
 def _text(value: object) -> str | None:
@@ -53,10 +54,26 @@ def _field(record: Record, names: tuple[str, ...], default: str) -> str:
 
 
 def message_to_chunk(message: ForwardMessage, peer_host: str) -> Chunk:
-    """One chunk per request; without a client chunk id the gateway assigns one."""
+    """One chunk per request; without a client chunk id the gateway assigns one.
+
+    Runs once per line received, so the common record shape (text ``message``, ``host`` and
+    ``source``, as our agents send) takes a short path; anything else goes the general way.
+    """
     chunk = Chunk(message.chunk or f"gw-{uuid.uuid4().hex}")
+    segments = chunk.segments
+    lines: list[str] = []
+    host = source = None
     for ts, record in message.events:
-        host = _field(record, HOST_FIELDS, peer_host)
-        source = _field(record, ("source", "path", "file"), message.tag)
-        chunk.add(host, source, ts, record_line(record))
+        h, s, line = record.get("host"), record.get("source"), record.get("message")
+        if type(h) is not str or not h:
+            h = _field(record, HOST_FIELDS, peer_host)
+        if type(s) is not str or not s:
+            s = _field(record, SOURCE_FIELDS, message.tag)
+        if h != host or s != source:
+            host, source, lines = h, s, []
+            segments.append(Segment(_clean(h), _clean(s), ts, lines))
+        if type(line) is str and line.isascii() and not line.endswith(("\n", "\r")):
+            lines.append(line)
+        else:
+            lines.append(record_line(record))
     return chunk

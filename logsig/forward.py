@@ -31,6 +31,7 @@ from logsig.errors import FrameTooLarge, ProtocolError
 EVENT_TIME_EXT = 0
 READ_SIZE = 64 * 1024
 _EVENT_TIME = struct.Struct(">II")
+_ARRAY32 = struct.Struct(">BI")
 
 Record = dict[str, Any]
 Event = tuple[float, Record]
@@ -164,6 +165,38 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return b"".join(out)
 
 
+def _check_events(entries: list[Any]) -> list[Event]:
+    """:func:`_check_event` over a whole list, inlined: this runs once per line received."""
+    out: list[Event] = []
+    append = out.append
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not dict:
+            _check_event(entry)  # raises with the precise reason
+        ts = entry[0]
+        append((ts if type(ts) is float else _check_time(ts), entry[1]))
+    return out
+
+
+def _unpack_sized(payload: bytes, size: int) -> list[Event]:
+    """Entries announced by the ``size`` option: one C call with an array header in front.
+
+    msgpack bounds the array length by the bytes given, so a lying ``size`` cannot make it
+    allocate more than the payload could hold.
+    """
+    try:
+        entries = msgpack.unpackb(
+            _ARRAY32.pack(0xDD, size) + payload, raw=False, strict_map_key=False,
+            unicode_errors="replace", ext_hook=_ext_hook,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ProtocolError(f"packed entries do not hold the {size} events announced "
+                            f"({detail})") from exc
+    return _check_events(entries)
+
+
 def _unpack_entries(payload: bytes, limit: int) -> Iterator[Event]:
     unpacker = _new_unpacker(max(limit, len(payload)), "replace")
     unpacker.feed(payload)
@@ -216,7 +249,9 @@ def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
         mode = "packed"
         if option.get("compressed") == "gzip":
             payload, mode = _gunzip(payload, max_bytes), "compressed"
-        events = list(_unpack_entries(payload, max_bytes))
+        size = option.get("size")
+        events = (_unpack_sized(payload, size) if size is not None
+                  else list(_unpack_entries(payload, max_bytes)))
     else:  # Message mode
         if len(obj) < 3:
             raise ProtocolError("message mode needs [tag, time, record]")
