@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
-from agents.block import Block
 from agents.stdin import StdinSource
-
-
-def collect(src: StdinSource, stop_after: float | None = None) -> list[Block]:
-    blocks: list[Block] = []
-
-    async def sink(block: Block) -> None:
-        blocks.append(block)
-
-    async def main() -> None:
-        task = asyncio.create_task(src.run(sink))
-        if stop_after is not None:
-            await asyncio.sleep(stop_after)
-            src.stop()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(main())
-    return blocks
+from tests.agent_support import run_source
 
 
 def test_regular_file_is_read_to_eof_with_its_last_line(tmp_path: Path) -> None:
     path = tmp_path / "in.txt"
     path.write_bytes(b"a\r\nb\nc")
     with open(path, "rb") as fh:
-        blocks = collect(StdinSource(fh.fileno()))
+        blocks = run_source(StdinSource(fh.fileno()))
     assert [x for b in blocks for x in b.lines] == ["a", "b", "c"]
     assert all(b.source == "stdin" and b.ends is None and b.key is None for b in blocks)
 
@@ -41,7 +23,7 @@ def test_pipe_is_read_to_eof() -> None:
     os.write(w, b"".join(b"line %d\n" % i for i in range(3000)) + b"last")
     os.close(w)
     try:
-        blocks = collect(StdinSource(r))
+        blocks = run_source(StdinSource(r))
         assert os.get_blocking(r)  # handed back as it was found
     finally:
         os.close(r)
@@ -52,7 +34,7 @@ def test_stop_interrupts_a_read_that_would_never_return() -> None:
     r, w = os.pipe()
     os.write(w, b"one\ntwo")
     try:
-        blocks = collect(StdinSource(r), stop_after=0.2)  # the writer never closes
+        blocks = run_source(StdinSource(r), stop_after=0.2)  # the writer never closes
     finally:
         os.close(w)
         os.close(r)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
-from agents.block import Block
 from agents.generator import MAX_BLOCK, GeneratorSource, generate_lines, iter_lines
+from tests.agent_support import run_source
 
 SIGNS = {
     "ssh_failed": r"sshd\[\d+\]: Failed password for ",
@@ -63,23 +62,6 @@ def test_stack_traces_follow_their_exception_line() -> None:
 def test_iter_lines_is_endless() -> None:
     it = iter_lines(seed=1)
     assert len([next(it) for _ in range(50_000)]) == 50_000
-
-
-def run_source(src: GeneratorSource, stop_after: float | None = None) -> list[Block]:
-    blocks: list[Block] = []
-
-    async def sink(block: Block) -> None:
-        blocks.append(block)
-
-    async def main() -> None:
-        task = asyncio.create_task(src.run(sink))
-        if stop_after is not None:
-            await asyncio.sleep(stop_after)
-            src.stop()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(main())
-    return blocks
 
 
 def test_paced_source_keeps_rate_and_count() -> None:
