@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest -q
+
+# Figures for the README; each writes JSON to benchmarks/results/ (several minutes in all).
+bench: venv
+	$(PY) -m benchmarks.scan
+	$(PY) -m benchmarks.e2e
+	$(PY) -m benchmarks.analyze
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
