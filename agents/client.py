@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import msgpack
 
-from logsig.errors import LogsigError
+from logsig import handshake
+from logsig.errors import HandshakeError, LogsigError
 from logsig.settings import Settings
+from logsig.tls import client_context, server_name
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class ForwardClient:
         self._writer: asyncio.StreamWriter | None = None
         self._timer: asyncio.Timeout | None = None
         self._task: asyncio.Task[None] | None = None
+        self._tls = client_context(settings)
 
     @property
     def unacked_lines(self) -> int:
@@ -115,8 +118,8 @@ class ForwardClient:
         attempt = 0
         while True:
             try:
-                reader, writer = await asyncio.open_connection(s.gateway_host, s.gateway_port)
-            except OSError as exc:
+                reader, writer = await self._connect()
+            except (OSError, HandshakeError, TimeoutError) as exc:
                 log.warning("cannot connect to gateway %s:%d: %s", s.gateway_host, s.gateway_port,
                             exc)
             else:
@@ -128,6 +131,36 @@ class ForwardClient:
             attempt += 1
             log.info("reconnecting in %.2fs", delay)
             await asyncio.sleep(delay)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the connection (over TLS if configured) and run the handshake if keyed."""
+        s = self._settings
+        tls = {"ssl": self._tls, "server_hostname": server_name(s),
+               "ssl_handshake_timeout": s.ack_timeout} if self._tls else {}
+        async with asyncio.timeout(s.ack_timeout):
+            reader, writer = await asyncio.open_connection(s.gateway_host, s.gateway_port, **tls)
+        if not s.shared_key:
+            return reader, writer
+        try:
+            async with asyncio.timeout(s.ack_timeout):
+                await self._handshake(reader, writer)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
+    async def _handshake(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """HELO in, PING out, PONG in: both sides prove they know the shared key."""
+        s = self._settings
+        unpacker = handshake.new_unpacker()
+        helo = handshake.Helo.decode(await _next_reply(reader, unpacker))
+        ping = handshake.Ping.create(helo, s.agent_name, s.shared_key, s.agent_username,
+                                     s.agent_password)
+        writer.write(ping.encode())
+        pong = handshake.check_pong(await _next_reply(reader, unpacker), helo, ping,
+                                    s.shared_key)
+        log.info("authenticated with gateway %.100r", pong.hostname)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Resend what is unacked, then read acks until the connection fails.
@@ -189,3 +222,21 @@ class ForwardClient:
             self._idle.set()
         self._on_ack(chunk)
         return True
+
+
+async def _next_reply(reader: asyncio.StreamReader, unpacker: msgpack.Unpacker) -> object:
+    """The next handshake message from the gateway (bounded in size)."""
+    while True:
+        try:
+            return next(unpacker)
+        except StopIteration:
+            pass
+        except Exception as exc:  # msgpack raises many types for corrupt input
+            raise HandshakeError(f"malformed handshake reply ({type(exc).__name__})") from exc
+        data = await reader.read(4096)
+        if not data:
+            raise HandshakeError("gateway closed the connection during the handshake")
+        try:
+            unpacker.feed(data)
+        except msgpack.BufferFull:
+            raise HandshakeError("handshake reply too large") from None

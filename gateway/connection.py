@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from gateway.coalescer import Coalescer
+from gateway.limits import truncate_lines
 from gateway.records import message_to_chunk
 from logsig.errors import ProtocolError
 from logsig.forward import READ_SIZE, FrameDecoder, encode_ack
@@ -28,12 +29,17 @@ class Connection:
         coalescer: Coalescer,
         max_frame_bytes: int,
         read_timeout: float,
+        max_records: int = 0,
+        max_line_bytes: int = 0,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._coalescer = coalescer
         self._decoder = FrameDecoder(max_frame_bytes)
         self._read_timeout = read_timeout
+        self._max_records = max_records  # 0: no limit
+        self._max_line_bytes = max_line_bytes  # 0: no limit
+        self.truncated_lines = 0
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         self._peer_host = str(peer[0])
@@ -41,9 +47,14 @@ class Connection:
         self._acks_done = asyncio.Event()
         self._acks_done.set()
 
-    async def serve(self) -> None:
-        """Read until EOF or a protocol error; then wait for owed acks and close."""
+    async def serve(self, initial: bytes = b"") -> None:
+        """Read until EOF or a protocol error; then wait for owed acks and close.
+
+        ``initial``: bytes already read (those that followed the handshake's PING).
+        """
         try:
+            if initial:
+                await self._handle(initial)
             while data := await self._read():
                 await self._handle(data)
             if self._decoder.pending_bytes:
@@ -79,7 +90,16 @@ class Connection:
 
     async def _handle(self, data: bytes) -> None:
         for message in self._decoder.feed(data):
+            if self._max_records and len(message.events) > self._max_records:
+                raise ProtocolError(f"{len(message.events)} events in one request exceed "
+                                    f"MAX_RECORDS_PER_CHUNK={self._max_records}")
             chunk = message_to_chunk(message, self._peer_host)
+            truncated = truncate_lines(chunk, self._max_line_bytes)
+            if truncated:
+                self.truncated_lines += truncated
+                log.warning("connection %s: %d line(s) longer than MAX_LINE_BYTES=%d truncated "
+                            "(%d on this connection)", self.peer, truncated,
+                            self._max_line_bytes, self.truncated_lines)
             if not chunk.segments:  # an empty event stream: nothing to publish
                 if message.chunk:
                     self.ack(message.chunk, owed=False)

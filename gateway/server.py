@@ -14,12 +14,14 @@ import signal
 
 from gateway.acks import CountedAcks
 from gateway.analyze import AnalysisServer
+from gateway.auth import Authenticator
 from gateway.coalescer import Coalescer, Publisher
 from gateway.connection import Connection
 from gateway.health import HealthMonitor
 from gateway.publisher import CeleryPublisher
 from logsig.keys import Keys
 from logsig.settings import Settings
+from logsig.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ class Gateway:
         self._health_server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}
         self.analysis = AnalysisServer(settings)  # `logsig analyze` jobs on ANALYZE_PORT
+        self.auth = Authenticator(settings) if settings.shared_key else None
+        self._tls = server_context(settings)
+        self.refused_connections = 0
 
     @property
     def port(self) -> int:
@@ -46,7 +51,8 @@ class Gateway:
     async def start(self) -> None:
         s = self._settings
         self._server = await asyncio.start_server(
-            self._handle, s.gateway_host, s.gateway_port, reuse_address=True, backlog=4096
+            self._handle, s.gateway_host, s.gateway_port, reuse_address=True, backlog=4096,
+            ssl=self._tls, ssl_handshake_timeout=s.read_timeout if self._tls else None,
         )
         self._health_server = await asyncio.start_server(
             self.health.answer, s.gateway_host, s.health_port, reuse_address=True
@@ -59,15 +65,35 @@ class Gateway:
                  "loop=%s)", s.gateway_host, self.port,
                  self._health_server.sockets[0].getsockname()[1], s.batch_size, s.timeout,
                  type(asyncio.get_running_loop()).__module__)
+        log.info("security: TLS %s, handshake %s, MAX_CONNECTIONS=%d",
+                 "on" + (" (client certificates required)" if s.tls_client_ca_file else "")
+                 if self._tls else "off",
+                 ("on (shared key" + (", users" if s.auth_users_file else "") + ")")
+                 if self.auth else "off", s.max_connections)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self._settings
-        conn = Connection(reader, writer, self.coalescer, s.max_frame_bytes, s.read_timeout)
+        if len(self._connections) >= s.max_connections:
+            self.refused_connections += 1
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            log.warning("refused connection %s:%s: MAX_CONNECTIONS=%d reached (%d refused so "
+                        "far)", peer[0], peer[1], s.max_connections, self.refused_connections)
+            writer.transport.abort()
+            return
+        conn = Connection(reader, writer, self.coalescer, s.max_frame_bytes, s.read_timeout,
+                          s.max_records_per_chunk, s.max_line_bytes)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = conn
         try:
-            await conn.serve()
+            initial = b""
+            if self.auth is not None:
+                accepted = await self.auth.handshake(reader, writer, conn.peer)
+                if accepted is None:
+                    conn.close()
+                    return
+                initial = accepted
+            await conn.serve(initial)
         finally:
             self._connections.pop(task, None)
 

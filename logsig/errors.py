@@ -29,3 +29,10 @@ class FrameTooLarge(ProtocolError):
 
 class RuleError(LogsigError):
     """A rule file is invalid; the message names the file, the rule and the problem."""
+
+
+class HandshakeError(ProtocolError):
+    """The Forward v1 handshake (HELO/PING/PONG) failed: wrong key, bad message, no PING.
+
+    ``reason`` is safe to log: it never contains a key, a password or a digest.
+    """

@@ -16,6 +16,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from logsig.errors import SettingsError
+from logsig.secrets import REDACTED, read_secret, redact_url
 
 ACK_MODES = ("counted", "published")
 
@@ -53,7 +54,25 @@ ENV_NAMES: dict[str, str] = {
     "minute_ttl": "MINUTE_TTL",
     "shutdown_timeout": "SHUTDOWN_TIMEOUT",
     "log_level": "LOG_LEVEL",
+    "shared_key": "SHARED_KEY",
+    "auth_users_file": "AUTH_USERS_FILE",
+    "server_hostname": "SERVER_HOSTNAME",
+    "agent_username": "AGENT_USERNAME",
+    "agent_password": "AGENT_PASSWORD",
+    "tls_cert_file": "TLS_CERT_FILE",
+    "tls_key_file": "TLS_KEY_FILE",
+    "tls_client_ca_file": "TLS_CLIENT_CA_FILE",
+    "tls_ca_file": "TLS_CA_FILE",
+    "tls_client_cert_file": "TLS_CLIENT_CERT_FILE",
+    "tls_client_key_file": "TLS_CLIENT_KEY_FILE",
+    "tls_server_name": "TLS_SERVER_NAME",
+    "max_connections": "MAX_CONNECTIONS",
+    "max_records_per_chunk": "MAX_RECORDS_PER_CHUNK",
+    "max_line_bytes": "MAX_LINE_BYTES",
 }
+
+# Secrets: also readable from the file named by NAME_FILE; never shown by repr() or logs.
+SECRET_FIELDS = ("shared_key", "agent_password", "redis_url")
 
 
 @dataclass(frozen=True)
@@ -92,11 +111,38 @@ class Settings:
     minute_ttl: int = 7 * 86400
     shutdown_timeout: float = 10.0
     log_level: str = "INFO"
+    shared_key: str = field(default="", repr=False)
+    auth_users_file: str = ""
+    server_hostname: str = field(default_factory=socket.gethostname)
+    agent_username: str = ""
+    agent_password: str = field(default="", repr=False)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
+    tls_server_name: str = ""
+    max_connections: int = 1024
+    max_records_per_chunk: int = 100_000
+    max_line_bytes: int = 64 * 1024
+
+    def __repr__(self) -> str:
+        shown = []
+        for fld in dataclasses.fields(self):
+            value = getattr(self, fld.name)
+            if fld.name == "redis_url":
+                value = redact_url(value)
+            elif fld.name in SECRET_FIELDS and value:
+                value = REDACTED
+            shown.append(f"{fld.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "max_frame_bytes", "max_inflight_publishes",
                     "agent_max_inflight", "worker_concurrency", "match_stream_maxlen",
-                    "max_upload_bytes")
+                    "max_upload_bytes", "max_connections", "max_records_per_chunk",
+                    "max_line_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
@@ -107,6 +153,12 @@ class Settings:
         if self.ack_mode not in ACK_MODES:
             raise SettingsError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, "
                                 f"got {self.ack_mode!r}")
+        for a, b in (("tls_cert_file", "tls_key_file"),
+                     ("tls_client_cert_file", "tls_client_key_file")):
+            if bool(getattr(self, a)) != bool(getattr(self, b)):
+                raise SettingsError(f"set both {ENV_NAMES[a]} and {ENV_NAMES[b]}, or neither")
+        if self.auth_users_file and not self.shared_key:
+            raise SettingsError("AUTH_USERS_FILE needs SHARED_KEY (the handshake carries it)")
         for name in ("gateway_port", "health_port", "analyze_port"):
             if not 0 <= getattr(self, name) < 65536:
                 raise SettingsError(f"{ENV_NAMES[name]} must be 0..65535 (0: any free port), "
@@ -123,7 +175,10 @@ class Settings:
         source.update(os.environ if environ is None else environ)
         values: dict[str, Any] = {}
         for fld in dataclasses.fields(cls):
-            raw = source.get(ENV_NAMES[fld.name])
+            if fld.name in SECRET_FIELDS:
+                raw = read_secret(source, ENV_NAMES[fld.name])
+            else:
+                raw = source.get(ENV_NAMES[fld.name])
             if raw is None or raw == "":
                 continue
             values[fld.name] = _coerce(fld.name, raw, fld.type)
