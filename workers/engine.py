@@ -25,6 +25,7 @@ from operator import add
 from typing import Any
 
 from workers.rules import Rule
+from workers.rules.redos import nested_quantifier
 from workers.translate import Untranslatable, translate
 
 _hs: Any
@@ -241,6 +242,30 @@ def _build_db(entries: Sequence[tuple[bytes, int]]) -> Any:
     db.compile(expressions=[e for e, _ in entries], ids=[r for _, r in entries],
                elements=len(entries), flags=[_hs.HS_FLAG_MULTILINE] * len(entries))
     return db
+
+
+def backtracking_risks(rules: Sequence[Rule]) -> list[str]:
+    """Rules that would run on Python ``re`` with a pattern that can backtrack exponentially.
+
+    Hyperscan runs in linear time whatever the pattern; a rule it cannot run exactly is
+    decided by ``re`` (on every line, or on the lines its prefilter lets through), so a
+    nested quantifier there can stall a worker on one hostile line. Such a rule is refused
+    unless it is marked ``safe: true`` after review.
+    """
+    problems = []
+    for rule in rules:
+        if rule.safe:
+            continue
+        plan = _plan(rule) if _hs is not None else None
+        if plan is not None and plan.exact:
+            continue
+        for pattern in rule.patterns:
+            if nested_quantifier(pattern):
+                problems.append(
+                    f"{rule.origin}: rule {rule.id!r}: pattern {pattern!r} nests unbounded "
+                    "quantifiers (catastrophic backtracking) and cannot run on Hyperscan; "
+                    "simplify it or mark the rule 'safe: true'")
+    return problems
 
 
 def make_engine(rules: Sequence[Rule]) -> Engine:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from logsig.errors import RuleError
-from workers.engine import HyperscanEngine, make_engine
+from workers.engine import HyperscanEngine, backtracking_risks, make_engine
 from workers.rules import Rule, check_paths, load_rules
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -29,7 +29,8 @@ SAMPLE_WIDTH = 160
 def rules_check(rules_path: str, out: TextIO, err: TextIO) -> int:
     """Validate the packs in ``rules_path``; exit 1 if any rule is invalid."""
     rules, errors = check_paths(rules_path)
-    for exc in errors:
+    risks = backtracking_risks(rules)
+    for exc in [*errors, *risks]:
         err.write(f"error: {exc}\n")
     if not rules and not errors:
         err.write(f"error: {rules_path}: no *.yml or *.yaml rule files found\n")
@@ -38,7 +39,7 @@ def rules_check(rules_path: str, out: TextIO, err: TextIO) -> int:
     out.write(f"{len(rules)} valid rule(s) in {files} file(s), {len(errors)} invalid\n")
     if rules:
         _report_engine(rules, out)
-    return EXIT_INVALID if errors else EXIT_OK
+    return EXIT_INVALID if errors or risks else EXIT_OK
 
 
 def _report_engine(rules: Sequence[Rule], out: TextIO) -> None:

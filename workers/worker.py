@@ -14,6 +14,7 @@ import redis
 from logsig.errors import RuleError
 from logsig.settings import Settings
 from workers.app import create_app
+from workers.engine import backtracking_risks
 from workers.rules import Rule, load_rules
 from workers.store import ResultStore, connect
 
@@ -44,6 +45,11 @@ def run(settings: Settings, hostname: str | None = None) -> int:
         rules = load_rules(settings.rules_path)
     except RuleError as exc:
         log.error("invalid rules, worker not started: %s", exc)
+        return EXIT_CONFIG
+    risks = backtracking_risks(rules)
+    if risks:
+        for risk in risks:
+            log.error("unsafe rule, worker not started: %s", risk)
         return EXIT_CONFIG
     log.info("loaded %d rules", len(rules))
     try:

@@ -27,7 +27,7 @@ FLAGS: dict[str, re.RegexFlag] = {
     "multiline": re.MULTILINE,
 }
 REQUIRED = ("id", "title", "severity", "patterns", "examples")
-OPTIONAL = ("description", "tags", "logsource", "flags", "threshold")
+OPTIONAL = ("description", "tags", "logsource", "flags", "threshold", "safe")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _PACK_SUFFIXES = (".yml", ".yaml")
 
@@ -61,6 +61,7 @@ class Rule:
     nomatch_examples: tuple[str, ...] = ()
     origin: str = ""
     threshold: Threshold | None = None
+    safe: bool = False  # reviewed: may run on Python re despite nested quantifiers
     compiled: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -223,7 +224,7 @@ def _build(raw: dict[str, Any], origin: str) -> Rule:
                 tags=_strings(raw.get("tags", []), "tags"),
                 logsource=_logsource(raw.get("logsource")),
                 match_examples=matches, nomatch_examples=nomatches, origin=origin,
-                threshold=_threshold(raw.get("threshold")))
+                threshold=_threshold(raw.get("threshold")), safe=_flag(raw, "safe"))
     compiled = tuple(_compile(p, rule.re_flags) for p in patterns)
     object.__setattr__(rule, "compiled", compiled)
     if rule.threshold is not None:
@@ -232,6 +233,13 @@ def _build(raw: dict[str, Any], origin: str) -> Rule:
             raise _Invalid(f"threshold.by {rule.threshold.by!r} is not a named group of "
                            f"pattern(s) {', '.join(map(repr, lacking))}")
     return rule
+
+
+def _flag(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise _Invalid(f"field {key!r} must be true or false")
+    return value
 
 
 def _threshold(value: object) -> Threshold | None:
