@@ -33,14 +33,17 @@ SERVICES = {"redis", "gateway", "worker", "agent"}
 # The agent serves nothing a probe could ask (`logsig health` has no agent target); it exits
 # on failure and `restart` brings it back. Nothing waits for it to be healthy.
 NO_HEALTHCHECK = {"agent"}
+# Compose-only secrets: required (``${X:?...}``), not logsig settings.
+SECRETS = {"REDIS_PASSWORD", "REDISCLI_AUTH"}
+TEST_PASSWORD = "compose-test-secret"
 # Start-up order through depends_on/service_healthy: redis, then gateway and worker, then agent.
 LEVEL = {"redis": 0, "gateway": 1, "worker": 1, "agent": 2}
 ALLOWED_BINARIES = {"logsig", "redis-server", "redis-cli", "python", "python3"}
 # Settings that follow from the compose topology and must not come from a user's .env.
 TOPOLOGY = {
-    "gateway": {"REDIS_URL": "redis://redis:6379/0", "GATEWAY_HOST": "0.0.0.0",
-                "GATEWAY_PORT": "24224"},
-    "worker": {"REDIS_URL": "redis://redis:6379/0"},
+    "gateway": {"REDIS_URL": f"redis://:{TEST_PASSWORD}@redis:6379/0",
+                "GATEWAY_HOST": "0.0.0.0", "GATEWAY_PORT": "24224"},
+    "worker": {"REDIS_URL": f"redis://:{TEST_PASSWORD}@redis:6379/0"},
     "agent": {"GATEWAY_HOST": "gateway", "GATEWAY_PORT": "24224"},
 }
 SUBSTITUTION = re.compile(r"\$\{([^}]*)\}")
@@ -92,7 +95,8 @@ def compose_cli() -> str:
 
 def clean_env() -> dict[str, str]:
     """This environment without logsig's variables, so Compose falls back to its defaults."""
-    return {k: v for k, v in os.environ.items() if k not in ENV_NAMES.values()}
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES.values()}
+    return {**env, "REDIS_PASSWORD": TEST_PASSWORD}
 
 
 def compose_config(*extra: str) -> dict[str, Any]:
@@ -194,6 +198,9 @@ def test_every_substitution_has_a_default_and_names_a_setting() -> None:
     assert found
     for expr in found:
         name, sep, _ = expr.partition(":-")
+        if name.partition(":?")[0] in SECRETS:
+            assert ":?" in expr, f"${{{expr}}}: a secret must be required, never defaulted"
+            continue
         assert sep, f"${{{expr}}} has no default; Compose would substitute an empty string"
         assert name in ENV_NAMES.values(), f"${{{expr}}}: {name} is not a logsig setting"
 
@@ -201,7 +208,7 @@ def test_every_substitution_has_a_default_and_names_a_setting() -> None:
 def test_environment_keys_are_settings() -> None:
     for name, svc in services().items():
         for key in svc.get("environment", {}):
-            assert key in ENV_NAMES.values(), f"{name}: {key} is not in ENV_NAMES"
+            assert key in ENV_NAMES.values() or key in SECRETS, f"{name}: {key} is unknown"
 
 
 def test_healthchecks() -> None:
@@ -243,9 +250,14 @@ def test_redis_uses_aof_on_a_named_volume_and_is_not_published() -> None:
     compose = load_compose()
     svc = compose["services"]["redis"]
     assert svc["image"] == "redis:7-alpine"
-    cmd = argv(svc["command"])
-    assert_runnable(cmd, "redis command")
-    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    shell, flag, script = argv(svc["command"])
+    assert (shell, flag) == ("sh", "-c")
+    # The password reaches redis-server through a config file, not its command line.
+    started = shlex.split(script.rsplit("exec ", 1)[1])
+    assert started[:2] == ["docker-entrypoint.sh", "redis-server"]
+    assert_runnable(started[1:], "redis command")
+    assert started[started.index("--appendonly") + 1] == "yes"
+    assert "requirepass" in script and "--requirepass" not in script
     assert "ports" not in svc
     volume, _, target = svc["volumes"][0].partition(":")
     assert (volume in compose["volumes"], target) == (True, "/data")
@@ -269,6 +281,8 @@ def test_agent_registry_is_on_a_named_volume() -> None:
 def test_compose_commands_are_real_commands() -> None:
     for name, svc in services().items():
         assert "command" in svc, f"{name}: say what runs"
+        if name == "redis":
+            continue  # a shell wrapper, checked in test_redis_uses_aof_...
         assert_runnable(argv(svc["command"]), f"{name} command")
         build = svc.get("build")
         if build:
@@ -389,3 +403,19 @@ def test_dockerignore_keeps_what_the_images_need(path: str) -> None:
 )
 def test_dockerignore_drops_the_rest(path: str) -> None:
     assert dockerignore_excludes(path)
+
+
+def test_redis_needs_a_password_from_the_environment() -> None:
+    env = {k: v for k, v in clean_env().items() if k != "REDIS_PASSWORD"}
+    proc = subprocess.run([compose_cli(), "-f", str(COMPOSE_FILE), "config"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr
+    config = compose_config()
+    urls = {svc["environment"].get("REDIS_URL") for svc in config["services"].values()}
+    assert urls - {None} == {f"redis://:{TEST_PASSWORD}@redis:6379/0"}
+
+
+def test_every_container_has_a_read_only_root_filesystem() -> None:
+    for name, svc in services().items():
+        assert svc.get("read_only") is True, name
+        assert svc.get("tmpfs") == ["/tmp"], name
