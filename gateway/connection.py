@@ -96,6 +96,7 @@ class Connection:
             chunk = message_to_chunk(message, self._peer_host)
             truncated = truncate_lines(chunk, self._max_line_bytes)
             if truncated:
+                chunk.truncated = truncated  # counted in totals.truncated by the workers
                 self.truncated_lines += truncated
                 log.warning("connection %s: %d line(s) longer than MAX_LINE_BYTES=%d truncated "
                             "(%d on this connection)", self.peer, truncated,

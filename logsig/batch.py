@@ -7,7 +7,10 @@ source share one segment, so the message stays compact (no per-line dicts).
 
 Wire form (msgpack or JSON friendly)::
 
-    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...]], ...], reply_to?]
+    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...], truncated?], ...],
+     reply_to?]
+
+``truncated`` (optional) counts the chunk's lines the gateway cut at ``MAX_LINE_BYTES``.
 
 ``reply_to`` (optional) names the Redis list where the worker pushes the ids of the chunks it
 has recorded, so the gateway can acknowledge them end to end (``ACK_MODE=counted``).
@@ -40,6 +43,7 @@ class Chunk:
 
     id: str
     segments: list[Segment] = field(default_factory=list)
+    truncated: int = 0
 
     @property
     def line_count(self) -> int:
@@ -52,6 +56,16 @@ class Chunk:
             last = Segment(host, source, ts)
             self.segments.append(last)
         last.lines.append(line)
+
+
+def _padded(chunk: Any) -> list[Any]:
+    """A chunk's fields with the optional truncated count filled in (0)."""
+    fields = list(chunk)
+    if len(fields) == 2:
+        fields.append(0)
+    if len(fields) != 3:
+        raise ValueError(f"chunk has {len(fields)} fields")
+    return fields
 
 
 @dataclass(slots=True)
@@ -69,7 +83,8 @@ class Batch:
             VERSION,
             self.tag,
             [
-                [c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments]]
+                [c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments],
+                 *([c.truncated] if c.truncated else [])]
                 for c in self.chunks
             ],
         ]
@@ -89,8 +104,8 @@ class Batch:
                 str(tag),
                 [
                     Chunk(str(cid), [Segment(str(h), str(src), float(t), list(lines))
-                                     for h, src, t, lines in segs])
-                    for cid, segs in chunks
+                                     for h, src, t, lines in segs], int(truncated[0]))
+                    for cid, segs, *truncated in (_padded(c) for c in chunks)
                 ],
                 str(rest[0]) if rest and rest[0] is not None else None,
             )

@@ -17,7 +17,7 @@ class Keys:
     @property
     def totals(self) -> str:
         """Hash: ``lines``, ``batches``, ``chunks``, ``matches``, ``bytes``, ``duplicates``,
-        ``alerts`` (threshold alerts raised)."""
+        ``alerts`` (threshold alerts raised), ``truncated`` (lines cut at MAX_LINE_BYTES)."""
         return f"{self.prefix}:totals"
 
     @property

@@ -55,6 +55,7 @@ class ChunkDelta:
     agent_signatures: dict[str, Counter[str]] = field(default_factory=dict)
     events: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
     hits: list[ThresholdHit] = field(default_factory=list)
+    truncated: int = 0
 
     @property
     def matches(self) -> int:
@@ -75,7 +76,7 @@ def flatten(batch: Batch) -> tuple[list[str], list[Span]]:
 def aggregate(batch: Batch, spans: Sequence[Span], pairs: Sequence[tuple[int, int]],
               lines: Sequence[str], rules: Sequence[Rule]) -> list[ChunkDelta]:
     """One delta per chunk: line/byte counts per segment, then one step per match."""
-    deltas = [ChunkDelta(chunk.id) for chunk in batch.chunks]
+    deltas = [ChunkDelta(chunk.id, truncated=chunk.truncated) for chunk in batch.chunks]
     for chunk, delta in zip(batch.chunks, deltas, strict=True):
         for seg in chunk.segments:
             delta.lines += len(seg.lines)

@@ -60,6 +60,7 @@ for _, c in ipairs(args[4]) do
     redis.call('HINCRBY', totals, 'lines', c[2])
     redis.call('HINCRBY', totals, 'bytes', c[3])
     redis.call('HINCRBY', totals, 'matches', c[4])
+    if c[11] > 0 then redis.call('HINCRBY', totals, 'truncated', c[11]) end
     redis.call('HINCRBY', minute, '_lines', c[2])
     local s = c[5]
     for i = 1, #s, 2 do
@@ -126,7 +127,7 @@ class ResultStore:
         chunks = [[k.chunk(d.chunk_id), d.lines, d.bytes, d.matches, _flat(d.signatures),
                    _flat(d.agent_lines),
                    [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
-                   d.events, self._hits(d), d.chunk_id]
+                   d.events, self._hits(d), d.chunk_id, d.truncated]
                   for d in deltas]
         blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks],
                              unicode_errors="replace")

@@ -234,6 +234,7 @@ def test_attacks_are_refused_and_the_legitimate_agent_is_counted_exactly(
     assert lines_counted(redis_client) == 600
     assert int(redis_client.hget(KEYS.agents, "legit-agent")) == 600
     assert redis_client.hkeys(KEYS.agents) == ["legit-agent"]
+    assert redis_client.hget(KEYS.totals, "truncated") == "1"  # the 1,000-character line
     record("legitimate agent (TLS + key)", 600, 0, "600 lines counted exactly")
 
     gateway_log = cluster.procs["gateway"].output()
