@@ -22,6 +22,7 @@ import msgpack
 
 from logsig import handshake
 from logsig.errors import HandshakeError, LogsigError
+from logsig.handshake_io import next_handshake_message
 from logsig.settings import Settings
 from logsig.tls import client_context, server_name
 
@@ -154,12 +155,12 @@ class ForwardClient:
         """HELO in, PING out, PONG in: both sides prove they know the shared key."""
         s = self._settings
         unpacker = handshake.new_unpacker()
-        helo = handshake.Helo.decode(await _next_reply(reader, unpacker))
+        helo = handshake.Helo.decode(await next_handshake_message(reader, unpacker, "the gateway"))
         ping = handshake.Ping.create(helo, s.agent_name, s.shared_key, s.agent_username,
                                      s.agent_password)
         writer.write(ping.encode())
-        pong = handshake.check_pong(await _next_reply(reader, unpacker), helo, ping,
-                                    s.shared_key)
+        reply = await next_handshake_message(reader, unpacker, "the gateway")
+        pong = handshake.check_pong(reply, helo, ping, s.shared_key)
         log.info("authenticated with gateway %.100r", pong.hostname)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -222,21 +223,3 @@ class ForwardClient:
             self._idle.set()
         self._on_ack(chunk)
         return True
-
-
-async def _next_reply(reader: asyncio.StreamReader, unpacker: msgpack.Unpacker) -> object:
-    """The next handshake message from the gateway (bounded in size)."""
-    while True:
-        try:
-            return next(unpacker)
-        except StopIteration:
-            pass
-        except Exception as exc:  # msgpack raises many types for corrupt input
-            raise HandshakeError(f"malformed handshake reply ({type(exc).__name__})") from exc
-        data = await reader.read(4096)
-        if not data:
-            raise HandshakeError("gateway closed the connection during the handshake")
-        try:
-            unpacker.feed(data)
-        except msgpack.BufferFull:
-            raise HandshakeError("handshake reply too large") from None

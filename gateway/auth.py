@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import msgpack
-
 from logsig.errors import HandshakeError, SettingsError
 from logsig.handshake import ServerHandshake, new_unpacker
+from logsig.handshake_io import next_handshake_message
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class Authenticator:
         client = "?"
         try:
             async with asyncio.timeout(self._timeout):
-                obj = await _next_message(reader, unpacker)
+                obj = await next_handshake_message(reader, unpacker, "the client")
             pong, client = server.answer(obj)
             writer.write(pong.encode())
             if not pong.ok:
@@ -78,20 +77,3 @@ class Authenticator:
         self.refused += 1
         log.warning("refused connection %s (client hostname %.100r): %s", peer, client, reason)
         return None
-
-
-async def _next_message(reader: asyncio.StreamReader, unpacker: msgpack.Unpacker) -> object:
-    while True:
-        try:
-            return next(unpacker)
-        except StopIteration:
-            pass
-        except Exception as exc:  # msgpack raises many types for corrupt input
-            raise HandshakeError(f"malformed handshake message ({type(exc).__name__})") from exc
-        data = await reader.read(4096)
-        if not data:
-            raise HandshakeError("client closed the connection before sending a PING")
-        try:
-            unpacker.feed(data)
-        except msgpack.BufferFull:
-            raise HandshakeError("handshake message too large") from None
