@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.generator import generate_lines
@@ -106,3 +108,13 @@ def extra_rules(count: int, seed: int = 11) -> list[Rule]:
         object.__setattr__(rule, "compiled", (re.compile(pattern, rule.re_flags),))
         rules.append(rule)
     return rules
+
+
+def wait(predicate: Callable[[], object], timeout: float, what: str,
+         interval: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true; raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)

@@ -35,7 +35,9 @@ from typing import Any
 import redis
 
 from agents.generator import generate_lines
+from benchmarks._common import wait
 from logsig.analyze import submit
+from logsig.net import free_port
 from logsig.settings import Settings
 from workers.analysis import analyze, finalize
 from workers.engine import make_engine
@@ -44,20 +46,6 @@ from workers.rules import load_rules
 RESULTS = Path(__file__).resolve().parent / "results" / "analyze.json"
 YEAR = 2024
 PREFIX = "bench-analyze"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _port_open(port: int) -> bool:
@@ -69,9 +57,9 @@ def _port_open(port: int) -> bool:
 @contextlib.contextmanager
 def cluster(workdir: Path, workers: int) -> Iterator[Settings]:
     """A private redis-server, a gateway and a worker; yields the client's settings."""
-    redis_port, analyze_port = _free_port(), _free_port()
+    redis_port, analyze_port = free_port(), free_port()
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-           "GATEWAY_PORT": str(_free_port()), "HEALTH_PORT": str(_free_port()),
+           "GATEWAY_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
            "ANALYZE_PORT": str(analyze_port), "KEY_PREFIX": PREFIX, "QUEUE": PREFIX,
            "MAX_UPLOAD_BYTES": str(1 << 30), "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
     procs: list[subprocess.Popen[bytes]] = []
@@ -84,12 +72,12 @@ def cluster(workdir: Path, workers: int) -> Iterator[Settings]:
     try:
         spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", str(workdir)], "redis")
-        _wait(lambda: _port_open(redis_port), 10, "redis-server")
+        wait(lambda: _port_open(redis_port), 10, "redis-server")
         spawn([sys.executable, "-m", "logsig", "worker", "--concurrency", str(workers)],
               "worker")
         spawn([sys.executable, "-m", "logsig", "gateway"], "gateway")
         client = redis.Redis(port=redis_port)
-        _wait(lambda: client.hlen(f"{PREFIX}:rules") > 0 and _port_open(analyze_port), 60,
+        wait(lambda: client.hlen(f"{PREFIX}:rules") > 0 and _port_open(analyze_port), 60,
               "worker and gateway")
         client.close()
         yield Settings(gateway_host="127.0.0.1", analyze_port=analyze_port, read_timeout=60)

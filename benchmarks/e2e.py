@@ -28,10 +28,11 @@ from pathlib import Path
 
 import redis
 
-from benchmarks._common import corpus
+from benchmarks._common import corpus, wait
 from logsig.batch import TASK_NAME, Batch, Chunk
 from logsig.celeryconf import make_celery
 from logsig.keys import Keys
+from logsig.net import free_port
 from logsig.settings import Settings
 from workers.engine import make_engine
 from workers.rules import load_rules
@@ -39,14 +40,6 @@ from workers.rules import load_rules
 RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
 KEYS = Keys("logsig")
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_stat(pid: int) -> tuple[int, float]:
@@ -130,14 +123,6 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
-
-
-def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextmanager

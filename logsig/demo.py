@@ -12,7 +12,6 @@ import contextlib
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import redis
 from agents.generator import generate_lines
 from logsig.errors import LogsigError
 from logsig.keys import Keys
+from logsig.net import free_port
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,6 @@ INSTALL_HINT = ("redis-server is not installed and no Redis answers at REDIS_URL
 
 class DemoError(LogsigError):
     """The demo could not run or did not see every line counted."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _redis_answers(url: str) -> bool:
@@ -60,7 +54,7 @@ def _redis(settings: Settings, workdir: Path) -> Iterator[str]:
         return
     if shutil.which("redis-server") is None:
         raise DemoError(INSTALL_HINT)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir), "--logfile", "redis.log"],
@@ -152,8 +146,8 @@ def _run(settings: Settings, workdir: Path, redis_url: str, lines_per_agent: int
     from workers.results import show
 
     settings = settings.replace(redis_url=redis_url, gateway_host="127.0.0.1",
-                                gateway_port=_free_port(), health_port=_free_port(),
-                                analyze_port=_free_port())
+                                gateway_port=free_port(), health_port=free_port(),
+                                analyze_port=free_port())
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     keys = Keys(settings.key_prefix)
     baseline = int(client.hget(keys.totals, "lines") or 0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,24 +191,28 @@ def _unpack_sized(payload: bytes, size: int) -> list[Event]:
     except ProtocolError:
         raise
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise ProtocolError(f"packed entries do not hold the {size} events announced "
-                            f"({detail})") from exc
+                            f"({_describe(exc)})") from exc
     return _check_events(entries)
 
 
-def _unpack_entries(payload: bytes, limit: int) -> Iterator[Event]:
+def _unpack_entries(payload: bytes, limit: int) -> list[Event]:
+    """Entries without a ``size`` option: read one by one until the payload ends."""
     unpacker = _new_unpacker(max(limit, len(payload)), "replace")
     unpacker.feed(payload)
     try:
-        for entry in unpacker:
-            yield _check_event(entry)
+        entries = list(unpacker)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises many types for corrupt input
-        raise ProtocolError(f"corrupt packed entries: {exc}") from exc
+        raise ProtocolError(f"corrupt packed entries ({_describe(exc)})") from exc
     if unpacker.tell() != len(payload):
         raise ProtocolError("packed entries end with an incomplete event")
+    return _check_events(entries)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _check_option(value: object) -> Record:
@@ -242,7 +246,7 @@ def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
         option = _check_option(obj[2] if len(obj) > 2 else None)
         if len(obj) > 3:
             raise ProtocolError("forward mode takes at most 3 items")
-        events, mode = [_check_event(e) for e in body], "forward"
+        events, mode = _check_events(body), "forward"
     elif isinstance(body, bytes | str):  # (Compressed)PackedForward
         option = _check_option(obj[2] if len(obj) > 2 else None)
         payload = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
@@ -251,7 +255,7 @@ def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
             payload, mode = _gunzip(payload, max_bytes), "compressed"
         size = option.get("size")
         events = (_unpack_sized(payload, size) if size is not None
-                  else list(_unpack_entries(payload, max_bytes)))
+                  else _unpack_entries(payload, max_bytes))
     else:  # Message mode
         if len(obj) < 3:
             raise ProtocolError("message mode needs [tag, time, record]")
@@ -290,8 +294,7 @@ class FrameDecoder:
         except ProtocolError:
             raise
         except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise ProtocolError(f"malformed msgpack ({detail})") from exc
+            raise ProtocolError(f"malformed msgpack ({_describe(exc)})") from exc
         return messages
 
     @property

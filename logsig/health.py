@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from kombu.exceptions import KombuError
 
 from logsig.celeryconf import make_celery
+from logsig.secrets import redact_url
 from logsig.settings import Settings
 
 __all__ = ["HEALTHY", "TARGETS", "TIMEOUT_S", "UNHEALTHY", "check"]
@@ -92,20 +92,6 @@ def _worker(settings: Settings, hostname: str | None = None) -> Result:
     if any(node in reply for reply in replies or []):
         return True, f"{node} answered ping"
     return False, f"no reply from {node} within {TIMEOUT_S:g}s"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to print in a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 TARGETS: dict[str, Callable[[Settings, str | None], Result]] = {

@@ -44,8 +44,10 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    user = parts.username or ""
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
     if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 from logsig import forward
 from logsig.errors import ProtocolError
 from logsig.keys import Keys
-from tests.conftest import Proc, RedisServer, free_port, logsig_cmd, wait_for_port, wait_until
+from tests.conftest import (
+    Proc,
+    RedisServer,
+    free_port,
+    logsig_cmd,
+    rss_kib,
+    wait_for_port,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -115,11 +123,7 @@ def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
         return replies
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
+
 
 
 @pytest.fixture

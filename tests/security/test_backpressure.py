@@ -16,18 +16,22 @@ import redis
 
 from logsig import forward
 from tests.celery_queue import queued_lines
-from tests.conftest import Proc, RedisServer, free_port, logsig_cmd, wait_for_port, wait_until
+from tests.conftest import (
+    Proc,
+    RedisServer,
+    free_port,
+    logsig_cmd,
+    rss_kib,
+    wait_for_port,
+    wait_until,
+)
 from tests.security.report import record
 
 PAUSE_MS = 4000
 EVENT = forward.encode_message("flood", 1.0, {"log": "x" * 900})
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise LookupError("VmRSS")
+
 
 
 def test_slow_redis_stops_the_gateway_reading(
