@@ -9,10 +9,11 @@ each anchored on a distinct literal, so 1,000 rules are 1,000 different signatur
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agents.generator import generate_lines
@@ -118,3 +119,20 @@ def wait(predicate: Callable[[], object], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def redis_server_args(port: int, workdir: Path) -> list[str]:
+    """A throw-away redis-server on loopback: no snapshots, no AOF, files in ``workdir``."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir)]
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank ``q``-th percentile of an ascending sequence.
+
+    Nearest rank, not interpolation: the figure reported is a latency that was observed, and
+    with few samples a p99 is honestly the largest of them rather than a blend.
+    """
+    if not ordered:
+        raise ValueError("no values")
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]

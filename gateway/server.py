@@ -8,9 +8,9 @@ once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 from gateway.acks import CountedAcks
 from gateway.analyze import AnalysisServer
@@ -19,6 +19,7 @@ from gateway.coalescer import Coalescer, Publisher
 from gateway.connection import Connection
 from gateway.health import HealthMonitor
 from gateway.publisher import CeleryPublisher
+from logsig.errors import SettingsError
 from logsig.keys import Keys
 from logsig.settings import Settings
 from logsig.tls import server_context
@@ -151,14 +152,21 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
-    with contextlib.suppress(ImportError):
+def _loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop EVENT_LOOP asks for; None means the standard library's (asyncio.Runner)."""
+    if choice == "asyncio":
+        return None
+    try:
         import uvloop
-
-        return uvloop.new_event_loop  # type: ignore[return-value]
-    return None
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise SettingsError("EVENT_LOOP=uvloop but the uvloop package is not installed "
+                                "(pip install 'logsig[fast]', or set EVENT_LOOP=asyncio)"
+                                ) from exc
+        return None
+    return uvloop.new_event_loop
 
 
 def run(settings: Settings) -> int:
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
         return runner.run(serve(settings))

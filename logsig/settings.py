@@ -19,6 +19,7 @@ from logsig.errors import SettingsError
 from logsig.secrets import REDACTED, read_secret, redact_url
 
 ACK_MODES = ("counted", "published")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop when importable, else asyncio
 
 # Environment variable for each field; the names are part of the documented interface.
 ENV_NAMES: dict[str, str] = {
@@ -31,6 +32,7 @@ ENV_NAMES: dict[str, str] = {
     "max_upload_bytes": "MAX_UPLOAD_BYTES",
     "analyze_timeout": "ANALYZE_TIMEOUT",
     "read_timeout": "READ_TIMEOUT",
+    "event_loop": "EVENT_LOOP",
     "batch_size": "BATCH_SIZE",
     "timeout": "TIMEOUT",
     "max_frame_bytes": "MAX_FRAME_BYTES",
@@ -88,6 +90,7 @@ class Settings:
     max_upload_bytes: int = 256 * 1024 * 1024
     analyze_timeout: float = 600.0
     read_timeout: float = 30.0
+    event_loop: str = "auto"
     batch_size: int = 1000
     timeout: float = 1.0
     max_frame_bytes: int = 16 * 1024 * 1024
@@ -153,6 +156,9 @@ class Settings:
         if self.ack_mode not in ACK_MODES:
             raise SettingsError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, "
                                 f"got {self.ack_mode!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, "
+                                f"got {self.event_loop!r}")
         for a, b in (("tls_cert_file", "tls_key_file"),
                      ("tls_client_cert_file", "tls_client_key_file")):
             if bool(getattr(self, a)) != bool(getattr(self, b)):
