@@ -1,9 +1,10 @@
 """Parity of the Hyperscan engine with the re reference on the shipped rules, at scale.
 
-Three sources: the rules' own examples (tests/test_engine.py), Hypothesis lines built from
-fragments of those examples glued with separators built to tempt matches across lines, and
-100,000 realistic lines (the shared corpus samples plus generated traffic, or generated
-traffic alone when the corpus is absent).
+Both entry points, ``scan(lines)`` and ``scan_buffer(joined bytes)``, on three sources: the
+rules' own examples (tests/test_engine.py), Hypothesis lines built from fragments of those
+examples glued with separators built to tempt matches across lines, and 100,000 realistic
+lines (the shared corpus samples plus generated traffic, or generated traffic alone when the
+corpus is absent).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ LINE = st.lists(FRAGMENT, max_size=12).map("".join)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(LINE, min_size=1, max_size=8))
 def test_parity_on_generated_lines(lines: list[str]) -> None:
-    assert HS.scan(lines) == REF.scan(lines)
+    expected = REF.scan(lines)
+    assert HS.scan(lines) == expected
+    assert HS.scan_buffer("\n".join(lines).encode("utf-8")) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -46,7 +49,9 @@ def test_parity_on_split_examples(examples: list[str], data: st.DataObject) -> N
     for ex in examples:
         cut = data.draw(st.integers(0, len(ex)))
         lines += [ex[:cut], ex[cut:]]
-    assert HS.scan(lines) == REF.scan(lines)
+    expected = REF.scan(lines)
+    assert HS.scan(lines) == expected
+    assert HS.scan_buffer("\n".join(lines).encode("utf-8")) == expected
 
 
 def _realistic(count: int) -> list[str]:
@@ -69,9 +74,12 @@ def test_parity_on_100k_realistic_lines() -> None:
     # inherit the compiled rules).
     with multiprocessing.get_context("fork").Pool(min(4, os.cpu_count() or 1)) as pool:
         expected = pool.map(_ref_scan, batches)
-    fast, ref = [], []
+    fast, buffered, ref = [], [], []
     for n, batch in enumerate(batches):
         fast += [(n * 5000 + i, r) for i, r in HS.scan(batch)]
+        data = "\n".join(batch).encode("utf-8")
+        buffered += [(n * 5000 + i, r) for i, r in HS.scan_buffer(data)]
         ref += [(n * 5000 + i, r) for i, r in expected[n]]
     assert fast == ref
+    assert buffered == ref
     assert len({r for _, r in ref}) >= 25  # the lines exercise many rules, not one

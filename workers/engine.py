@@ -12,16 +12,17 @@ back-references...) are prefiltered by a widened Hyperscan pattern and confirmed
 on the candidate lines; lines where Hyperscan's bytes would not mean what ``re``'s characters
 mean (non-ASCII, an embedded newline, the separators ``\\x1c``-``\\x1f`` that ``re``'s
 ``\\s`` matches) are blanked in the buffer and scanned with ``re`` alone.
+
+:meth:`Engine.scan_buffer` takes the batch already joined and encoded (UTF-8 bytes): when
+it is plain ASCII, Hyperscan scans it as is, without a Python list of lines or a join.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, compress, repeat
-from operator import add
+from itertools import accumulate, chain, compress, repeat
 from typing import Any
 
 from workers.rules import Rule
@@ -38,8 +39,13 @@ log = logging.getLogger(__name__)
 
 Pair = tuple[int, int]
 # Characters in an ASCII line that make Hyperscan's reading differ from re's: the separator
-# itself and the four ASCII separators re's \s matches (Hyperscan's \s does not).
+# itself and the four ASCII separators re's \s matches (Hyperscan's \s does not). The
+# translation relies on it: it treats them, like bytes >= 0x80, as bytes Hyperscan never sees.
 _ODD_CHARS = "\n\x1c\x1d\x1e\x1f"
+_ODD_BYTES = tuple(ch.encode("ascii") for ch in _ODD_CHARS[1:])  # "\n" separates, in a buffer
+# How buffer bytes that are not UTF-8 become text: as the gateway decodes records, so a line
+# reads the same whether it came as bytes or as str (and stays encodable for the results).
+DECODE_ERRORS = "replace"
 
 
 class Engine(ABC):
@@ -52,6 +58,14 @@ class Engine(ABC):
     def scan(self, lines: Sequence[str]) -> list[Pair]:
         """Sorted unique (line_index, rule_index) pairs; a rule matches a line iff any of
         its patterns ``re.search``-es it."""
+
+    def scan_buffer(self, data: bytes) -> list[Pair]:
+        """:meth:`scan` of ``buffer_lines(data)``: ``data`` is the batch's lines joined with
+        ``b"\\n"`` and encoded as UTF-8 (no trailing newline; ``b""`` is one empty line).
+
+        Subclasses scan the bytes directly where they can: the worker already holds them.
+        """
+        return self.scan(buffer_lines(data))
 
     def captures(self, lines: Sequence[str], pairs: Iterable[Pair]) -> dict[Pair, dict[str, str]]:
         """Named groups of the first matching pattern, for already matched pairs only."""
@@ -83,6 +97,20 @@ def _re_scan(rules: Sequence[Rule], rule_ids: Iterable[int], lines: Sequence[str
         pairs.extend((i, r) for i in found)
     pairs.sort()
     return pairs
+
+
+def buffer_lines(data: bytes) -> list[str]:
+    """The lines of a joined buffer, as :meth:`Engine.scan_buffer` reads them.
+
+    Bytes that are not UTF-8 become U+FFFD (``"replace"``) like in the gateway; ``"\\n"`` is
+    ASCII, so it is never swallowed by a bad sequence and line ``i`` is ``data.split(b"\\n")[i]``.
+    """
+    return data.decode("utf-8", DECODE_ERRORS).split("\n")
+
+
+def buffer_ok(data: bytes) -> bool:
+    """True when Hyperscan may scan ``data`` as is: :func:`line_ok` for every line, at C speed."""
+    return data.isascii() and not any(b in data for b in _ODD_BYTES)
 
 
 def line_ok(line: str) -> bool:
@@ -140,38 +168,50 @@ class HyperscanEngine(Engine):
         flat = "".join(lines)  # cheaper to check than counting separators in the joined text
         odd: list[int] = []
         scanned = lines
-        text = "\n".join(lines)
         if not flat.isascii() or any(ch in flat for ch in _ODD_CHARS):
             odd = [i for i, line in enumerate(lines) if not line_ok(line)]
             scanned = list(lines)
             for i in odd:
                 scanned[i] = ""
-            text = "\n".join(scanned)
-        found = self._hs_scan(text.encode("ascii"), scanned)
-        if self._pre:
-            found = [p for p in found if p[1] not in self._pre
-                     or self.rules[p[1]].search(lines[p[0]]) is not None]
+        found = self._hs_pairs("\n".join(scanned).encode("ascii"))
         extra = _re_scan(self.rules, self.fallback, lines, range(len(lines)))
         if odd:
             extra += _re_scan(self.rules, (*self.exact, *self.prefiltered), lines, odd)
-        if extra:
-            return sorted({*found, *extra})
-        return found
+        return sorted({*found, *extra}) if extra else found
 
-    def _hs_scan(self, data: bytes, lines: Sequence[str]) -> list[Pair]:
-        """Sorted unique (line, rule) pairs of one scan of ``lines`` joined (``data``)."""
+    def scan_buffer(self, data: bytes) -> list[Pair]:
+        """One Hyperscan scan of ``data`` itself when it is plain ASCII; else :meth:`scan`."""
+        if not buffer_ok(data):
+            return self.scan(buffer_lines(data))
+        found = self._hs_pairs(data)
+        if not self.fallback:
+            return found
+        lines = data.decode("ascii").split("\n")
+        extra = _re_scan(self.rules, self.fallback, lines, range(len(lines)))
+        return sorted({*found, *extra}) if extra else found
+
+    def _hs_pairs(self, data: bytes) -> list[Pair]:
+        """Sorted unique (line, rule) pairs of one scan of ``data``, whose lines are all ASCII
+        without odd characters; prefiltered rules' hits are confirmed with ``re``."""
         if self._db is None:
             return []
-        hits: list[int] = []  # rule, end offset, rule, end offset, ...
-        self._db.scan(data, match_event_handler=_collector(hits))
-        if not hits:
+        rids: list[int] = []
+        ends: list[int] = []
+        self._db.scan(data, match_event_handler=_collector(rids, ends))
+        if not ends:
             return []
-        # End of each line plus its separator: a match ending at ``to`` is on line
-        # bisect_left(bounds, to). Built only when something matched; the mapping runs in C.
-        bounds = list(accumulate(map(add, map(len, lines), repeat(1))))
-        found = set(zip(map(bisect_left, repeat(bounds), hits[1::2]), hits[0::2],
-                        strict=False))
-        return sorted(found)
+        if self._pre and not self._pre.isdisjoint(rids):
+            rids, ends = self._confirmed(data, rids, ends)
+        # Matches come (almost always) by end offset, so the pairs come (almost) sorted:
+        # dict.fromkeys dedupes in order, which keeps the final sort cheap.
+        return sorted(dict.fromkeys(zip(line_numbers(data, ends), rids, strict=False)))
+
+    def _confirmed(self, data: bytes, rids: list[int], ends: list[int]
+                   ) -> tuple[list[int], list[int]]:
+        """The hits without those of prefiltered rules that ``re`` rejects on their line."""
+        keep = [r not in self._pre or self.rules[r].search(line_at(data, e)) is not None
+                for r, e in zip(rids, ends, strict=True)]
+        return list(compress(rids, keep)), list(compress(ends, keep))
 
     def _self_check(self) -> set[int]:
         """Rules on which this engine and ``re`` disagree about any of their own examples."""
@@ -182,15 +222,38 @@ class HyperscanEngine(Engine):
         return {r for _, r in got ^ want}
 
 
-def _collector(hits: list[int]) -> Any:
+def _collector(rids: list[int], ends: list[int]) -> Any:
     """The match handler: two appends per match; all mapping is done after the scan."""
-    append = hits.append
+    add_rid, add_end = rids.append, ends.append
 
     def on_match(rid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-        append(rid)
-        append(to)
+        add_rid(rid)
+        add_end(to)
 
     return on_match
+
+
+def line_numbers(data: bytes, ends: list[int]) -> list[int]:
+    """The line of ``data`` each match end offset falls on (``ends`` in any order).
+
+    Counting separators from one end to the next is a single pass over ``data`` up to the
+    last match, in C, and builds no list of line offsets. Hyperscan reports matches by end
+    offset in practice but does not promise it, so unsorted ends are sorted first.
+    """
+    if ends == sorted(ends):  # cheaper than comparing neighbours one by one
+        return list(accumulate(map(data.count, repeat(b"\n"), chain((0,), ends), ends)))
+    order = sorted(range(len(ends)), key=ends.__getitem__)
+    nums = line_numbers(data, [ends[j] for j in order])
+    out = [0] * len(ends)
+    for j, n in zip(order, nums, strict=True):
+        out[j] = n
+    return out
+
+
+def line_at(data: bytes, end: int) -> str:
+    """The text of the line on which a match ending at ``end`` lies (``data`` is ASCII)."""
+    stop = data.find(b"\n", end)
+    return data[data.rfind(b"\n", 0, end) + 1:len(data) if stop < 0 else stop].decode("ascii")
 
 
 class _Plan:
@@ -234,7 +297,14 @@ def _hs_refuses(expression: bytes) -> str | None:
 
 
 def _build_db(entries: Sequence[tuple[bytes, int]]) -> Any:
-    """One block-mode database; an expression's id is its rule's index."""
+    """One block-mode database; an expression's id is its rule's index.
+
+    Only ``HS_FLAG_MULTILINE`` (``^``/``$`` at the separators). ``HS_FLAG_SINGLEMATCH`` would
+    report each expression once per scan, i.e. once per *batch*: a rule firing on several
+    lines would lose all but the first, so no subset of rules can use it with one scan per
+    batch. Repeated ends are cut in the translation instead (trailing repeats trimmed).
+    ``HS_FLAG_SOM_LEFTMOST`` is not needed (ends suffice to find the line) and costs speed.
+    """
     if not entries:
         return None
     assert _hs is not None

@@ -9,9 +9,12 @@ matcher (so case folding and ``\\w``/``\\s``/``\\d`` mean exactly what ``re`` me
 minus ``"\\n"``. A match of the translation is then a match of ``re`` on one line, and the
 other way round.
 
-Only the question "does the rule match this line" matters, so a trailing repeat is cut to its
-minimum (``port \\d+`` becomes ``port \\d``): the same lines match, but Hyperscan reports one
-end per occurrence instead of one per digit.
+Only the question "does the rule match this line" matters, and Hyperscan reports every end
+offset at which a pattern matches, so the pattern's tail is cut to the shortest form that
+matches the same lines (:func:`_trim_tail`): ``port \\d+`` becomes ``port \\d`` and reports once
+per occurrence instead of once per digit; a trailing ``X*``, ``X?`` or ``X{0,n}`` goes. The
+cut follows the last element into trailing groups, alternatives and the last repetition, and
+stops at anything that constrains what follows (``$``, ``\\b``, a look-around).
 
 Constructs Hyperscan lacks (look-arounds, back-references, atomic groups, ``\\A``/``\\Z``)
 raise :class:`Untranslatable`; with ``relaxed=True`` they are widened instead (dropped or
@@ -31,6 +34,9 @@ Node = tuple[Any, Any]
 NEWLINE = 0x0A
 ASCII = range(128)
 _CHAR_SETS: dict[tuple[str, int], frozenset[int]] = {}
+# Bytes Hyperscan never sees: lines with them are decided by re (see workers.engine).
+_UNSEEN = frozenset([*range(0x1C, 0x20), *range(0x80, 0x100)])
+_SEEN = frozenset(b for b in ASCII if b != NEWLINE and b not in _UNSEEN)
 
 
 class Untranslatable(Exception):
@@ -80,7 +86,7 @@ class _Emitter:
         members = char_set(n, self.flags & ~re.MULTILINE)
         if not members:
             raise Untranslatable("a character class that matches nothing")
-        return _class_text(members)
+        return _class_text(_simplest(members))
 
     def at(self, n: Node) -> str:
         code = n[1]
@@ -132,30 +138,57 @@ class _Emitter:
 
 
 def _trim_tail(nodes: list[Node]) -> list[Node]:
-    """The shortest pattern with the same matching lines: cut trailing repeats to their minimum."""
+    """The shortest node list that matches at the same positions, ends ignored.
+
+    A match of the pattern contains a match of the result starting at the same position and
+    the other way round, so exactly the same lines match. Each step looks at the last node:
+    a repeat ``X{m,n}`` keeps ``X{m-1}`` and a cut last ``X`` (dropped when ``m`` is 0), a group
+    or each alternative is cut inside, an atomic group or possessive repeat with nothing after
+    it is an ordinary one; anything else (a character, ``$``, ``\\b``...) ends the cut.
+    """
     while nodes:
         op, av = nodes[-1]
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+        head = nodes[:-1]
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
             low, _high, body = av
-            if low == 0:
-                nodes = nodes[:-1]
+            last = _trim_tail(list(body))
+            if low and _same(last, body):  # nothing to cut inside the last repetition
+                return [*head, (c.MAX_REPEAT, (low, low, body))]
+            if low > 1:
+                head.append((c.MAX_REPEAT, (low - 1, low - 1, body)))
+            if not low or not last:  # the last repetition may be empty: drop it
+                nodes = head
                 continue
-            return [*nodes[:-1], (c.MAX_REPEAT, (low, low, body))]
-        if op is c.SUBPATTERN:
-            group, add, remove, body = av
+            return [*head, _group(last)]
+        if op in (c.SUBPATTERN, c.ATOMIC_GROUP):
+            group, add, remove, body = av if op is c.SUBPATTERN else (None, 0, 0, av)
             trimmed = _trim_tail(list(body))
             if not trimmed:
-                nodes = nodes[:-1]
+                nodes = head
                 continue
-            return [*nodes[:-1], (op, (group, add, remove, trimmed))]
+            if op is c.SUBPATTERN and _same(trimmed, body):
+                return nodes
+            return [*head, (c.SUBPATTERN, (group, add, remove, trimmed))]
         if op is c.BRANCH:
             alts = [_trim_tail(list(alt)) for alt in av[1]]
             if not all(alts):
-                nodes = nodes[:-1]
+                nodes = head
                 continue
-            return [*nodes[:-1], (op, (av[0], alts))]
+            if all(map(_same, alts, av[1])):
+                return nodes
+            return [*head, (op, (av[0], alts))]
         return nodes
     return nodes
+
+
+def _same(nodes: Sequence[Node], other: Sequence[Node]) -> bool:
+    """Whether trimming left ``other`` untouched (it returns the very same node objects)."""
+    return len(nodes) == len(other) and all(a is b for a, b in zip(nodes, other, strict=False))
+
+
+def _group(nodes: list[Node]) -> Node:
+    """``(?:nodes)``: keeps a cut repetition body together when it is followed by nothing."""
+    return (c.SUBPATTERN, (None, 0, 0, nodes))
 
 
 def char_set(n: Node, flags: int) -> frozenset[int]:
@@ -172,6 +205,26 @@ def char_set(n: Node, flags: int) -> frozenset[int]:
         found = frozenset(b for b in ASCII if b != NEWLINE and rx.fullmatch(chr(b)))
         _CHAR_SETS[key] = found
     return found
+
+
+def _simplest(members: frozenset[int]) -> frozenset[int]:
+    """The class as Hyperscan handles it best, free to take or leave the bytes never scanned.
+
+    The engine only lets Hyperscan see lines of ASCII without ``\\x1c``-``\\x1f``, so those
+    bytes and ``\\x80``-``\\xff`` may be added to or removed from any class: whichever gives
+    fewer ranges. ``.`` then becomes exactly Hyperscan's own dot (anything but a newline) and
+    ``\\S`` or ``[^"]`` plain negations, which it accelerates far better than 127-byte
+    classes; ``\\w`` or ``\\d`` stay small.
+    """
+    low, high = members - _UNSEEN, members | _UNSEEN
+    if (_ranges(high), len(low) < 64) < (_ranges(low), len(low) >= 64):
+        return high  # fewer runs; on a tie, the larger reading for a large class
+    return low
+
+
+def _ranges(members: frozenset[int]) -> int:
+    """How many runs of consecutive bytes the class is written with."""
+    return sum(1 for b in members if b - 1 not in members)
 
 
 def _class_text(members: frozenset[int]) -> str:
@@ -191,4 +244,4 @@ def _class_text(members: frozenset[int]) -> str:
 
 def _byte(b: int) -> str:
     ch = chr(b)
-    return ch if ch.isalnum() else f"\\x{b:02x}"
+    return ch if ch.isascii() and ch.isalnum() else f"\\x{b:02x}"
