@@ -10,7 +10,6 @@ import asyncio
 import logging
 
 from gateway.coalescer import Coalescer
-from gateway.limits import truncate_lines
 from gateway.records import message_to_chunk
 from logsig.errors import ProtocolError
 from logsig.forward import READ_SIZE, FrameDecoder, encode_ack
@@ -90,13 +89,12 @@ class Connection:
 
     async def _handle(self, data: bytes) -> None:
         for message in self._decoder.feed(data):
-            if self._max_records and len(message.events) > self._max_records:
-                raise ProtocolError(f"{len(message.events)} events in one request exceed "
+            if self._max_records and len(message.entries) > self._max_records:
+                raise ProtocolError(f"{len(message.entries)} events in one request exceed "
                                     f"MAX_RECORDS_PER_CHUNK={self._max_records}")
-            chunk = message_to_chunk(message, self._peer_host)
-            truncated = truncate_lines(chunk, self._max_line_bytes)
+            chunk = message_to_chunk(message, self._peer_host, self._max_line_bytes)
+            truncated = chunk.truncated  # counted in totals.truncated by the workers
             if truncated:
-                chunk.truncated = truncated  # counted in totals.truncated by the workers
                 self.truncated_lines += truncated
                 log.warning("connection %s: %d line(s) longer than MAX_LINE_BYTES=%d truncated "
                             "(%d on this connection)", self.peer, truncated,

@@ -1,4 +1,4 @@
-"""Per-line bounds applied to a chunk before it is published: MAX_LINE_BYTES.
+"""Per-line bounds applied to a chunk's lines before it is published: MAX_LINE_BYTES.
 
 Rules run over every line; a line of megabytes would make every scan of it slow. A line
 longer than ``max_bytes`` UTF-8 bytes is cut there (on a character boundary) and ends with
@@ -6,8 +6,6 @@ longer than ``max_bytes`` UTF-8 bytes is cut there (on a character boundary) and
 """
 
 from __future__ import annotations
-
-from logsig.batch import Chunk
 
 __all__ = ["TRUNCATED_MARKER", "truncate", "truncate_lines"]
 
@@ -24,19 +22,15 @@ def truncate(line: str, max_bytes: int) -> str | None:
     return raw[:max_bytes].decode("utf-8", "ignore") + TRUNCATED_MARKER
 
 
-def truncate_lines(chunk: Chunk, max_bytes: int) -> int:
-    """Truncate the over-long lines of ``chunk`` in place; how many were cut."""
-    if max_bytes <= 0:
-        return 0
+def truncate_lines(lines: list[str], max_bytes: int) -> int:
+    """Truncate the over-long ``lines`` in place; how many were cut."""
+    if max_bytes <= 0 or not lines or max(map(len, lines)) * 4 <= max_bytes:
+        return 0  # the common case: every line surely fits
     cut = 0
-    for segment in chunk.segments:
-        lines = segment.lines
-        if not lines or max(map(len, lines)) * 4 <= max_bytes:
-            continue  # the common case: every line surely fits
-        for i, line in enumerate(lines):
-            if len(line) * 4 > max_bytes:
-                short = truncate(line, max_bytes)
-                if short is not None:
-                    lines[i] = short
-                    cut += 1
+    for i, line in enumerate(lines):
+        if len(line) * 4 > max_bytes:
+            short = truncate(line, max_bytes)
+            if short is not None:
+                lines[i] = short
+                cut += 1
     return cut

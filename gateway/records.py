@@ -2,20 +2,28 @@
 
 Our agents send ``{"message", "source", "host"}``; Fluent Bit's tail input sends ``log``,
 fluent-logger clients send whatever dict the application logs. A record with no text field
-is kept as compact JSON so no event is silently dropped.
+is kept as compact JSON so no event is silently dropped. Lines longer than
+``MAX_LINE_BYTES`` are cut here (:mod:`gateway.limits`) and counted in ``chunk.truncated``.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
 
-from logsig.batch import Chunk, Segment
-from logsig.forward import ForwardMessage, Record
+from gateway.limits import truncate_lines
+from logsig.batch import Chunk, ChunkBuilder, Segment
+from logsig.forward import ForwardMessage, Record, event_seconds
 
 LINE_FIELDS = ("message", "log", "msg", "line")
 HOST_FIELDS = ("host", "hostname")
 SOURCE_FIELDS = ("source", "path", "file")
+
+_TIME, _RECORD = itemgetter(0), itemgetter(1)
+_MESSAGE, _HOST, _SOURCE = itemgetter("message"), itemgetter("host"), itemgetter("source")
 
 
 def _text(value: object) -> str | None:
@@ -42,7 +50,16 @@ def record_line(record: Record) -> str:
         text = _text(record.get(name))
         if text is not None:
             return _clean(text.rstrip("\r\n"))
-    return _clean(json.dumps(record, default=repr, ensure_ascii=False, separators=(",", ":")))
+    return _clean(json.dumps(record, default=_json_value, ensure_ascii=False,
+                             separators=(",", ":")))
+
+
+def _json_value(value: object) -> object:
+    """What JSON cannot hold: EventTimes (kept raw by the decoder) as Unix times, else repr."""
+    if type(value) is slice and value.start == 0 and isinstance(value.stop, bytes) \
+            and len(value.stop) == 8:
+        return event_seconds(value)
+    return repr(value)
 
 
 def _field(record: Record, names: tuple[str, ...], default: str) -> str:
@@ -53,27 +70,69 @@ def _field(record: Record, names: tuple[str, ...], default: str) -> str:
     return default
 
 
-def message_to_chunk(message: ForwardMessage, peer_host: str) -> Chunk:
+def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: int = 0) -> Chunk:
     """One chunk per request; without a client chunk id the gateway assigns one.
 
-    Runs once per line received, so the common record shape (text ``message``, ``host`` and
-    ``source``, as our agents send) takes a short path; anything else goes the general way.
+    Runs for every line received, so the shape our agents send (text ``message``, one
+    ``host`` and one ``source`` per request) is handled in whole-list C calls; anything else
+    goes line by line.
     """
-    chunk = Chunk(message.chunk or f"gw-{uuid.uuid4().hex}")
-    segments = chunk.segments
-    lines: list[str] = []
+    chunk_id = message.chunk or f"gw-{uuid.uuid4().hex}"
+    uniform = _uniform_lines(message.entries)
+    if uniform is None:
+        return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
+    host, source, lines = uniform
+    truncated = truncate_lines(lines, max_line_bytes)
+    ts = event_seconds(message.entries[0][0])
+    return Chunk(chunk_id, [Segment.of(host, source, ts, lines)], truncated)
+
+
+def _uniform_lines(events: Sequence[Any]) -> tuple[str, str, list[str]] | None:
+    """(host, source, lines) if every record is a plain ASCII line of one host and source."""
+    if not events:
+        return None
+    try:
+        records = list(map(_RECORD, events))
+        lines = list(map(_MESSAGE, records))
+        hosts, sources = set(map(_HOST, records)), set(map(_SOURCE, records))
+        text = "\n".join(lines)  # TypeError unless every message is a str
+    except (KeyError, TypeError):
+        return None
+    if len(hosts) != 1 or len(sources) != 1:
+        return None
+    host, source = hosts.pop(), sources.pop()
+    if (type(host) is not str or type(source) is not str or not host or not source
+            or not text.isascii() or not (host + source).isascii() or "\r" in text
+            or text.count("\n") != len(lines) - 1):
+        return None
+    return host, source, lines
+
+
+def _general_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
+                   max_line_bytes: int) -> Chunk:
     host = source = None
+    lines: list[str] = []
+    times: list[tuple[str, str, float, int]] = []  # (host, source, time, first line) runs
     for ts, record in message.events:
-        h, s, line = record.get("host"), record.get("source"), record.get("message")
+        h, s = record.get("host"), record.get("source")
         if type(h) is not str or not h:
             h = _field(record, HOST_FIELDS, peer_host)
         if type(s) is not str or not s:
             s = _field(record, SOURCE_FIELDS, message.tag)
         if h != host or s != source:
-            host, source, lines = h, s, []
-            segments.append(Segment(_clean(h), _clean(s), ts, lines))
+            host, source = h, s
+            times.append((_clean(h), _clean(s), float(ts), len(lines)))
+        line = record.get("message")
         if type(line) is str and line.isascii() and not line.endswith(("\n", "\r")):
             lines.append(line)
         else:
             lines.append(record_line(record))
+    truncated = truncate_lines(lines, max_line_bytes)
+    builder = ChunkBuilder(chunk_id)
+    ends = [start for *_, start in times[1:]] + [len(lines)]
+    for (h, s, ts, start), end in zip(times, ends, strict=True):
+        for line in lines[start:end]:
+            builder.add(h, s, ts, line)
+    chunk = builder.build()
+    chunk.truncated = truncated
     return chunk

@@ -1,29 +1,41 @@
 """The batch a gateway publishes and a worker scans: the one contract between them.
 
-A batch is one Celery task. It groups the chunks (client batches with their ack ids) that
-the gateway coalesced; each chunk keeps its id so the workers can count it exactly once,
-however often it is delivered. Inside a chunk, consecutive lines of the same host and
-source share one segment, so the message stays compact (no per-line dicts).
+A batch groups the chunks (client batches with their ack ids) that the gateway coalesced;
+each chunk keeps its id so the workers can count it exactly once, however often it is
+delivered. Inside a chunk, consecutive lines of the same host and source form one segment
+whose lines travel joined with ``"\\n"`` as one string: the gateway joins them in one C call,
+the worker scans the joined batch directly, and no per-line object crosses the wire.
 
-Wire form (msgpack or JSON friendly)::
+A record that itself holds newlines (a multi-line stack trace from Fluent Bit, say) is a
+segment of its own with ``count == 1``; every other segment's ``count`` is its number of
+newline-free lines, so ``text.count("\\n") == count - 1``.
 
-    [1, tag, [[chunk_id, [[host, source, first_time, [line, ...]], ...], truncated?], ...],
-     reply_to?]
+The batch travels as a claim check: the gateway stores the packed batch under
+``keys.batch(id)`` and publishes a Celery task carrying only that key, so Celery, kombu and
+the broker move a few bytes per batch instead of base64-in-JSON copies of every line. The
+worker deletes the key in the same Redis script that records the batch.
 
-``truncated`` (optional) counts the chunk's lines the gateway cut at ``MAX_LINE_BYTES``.
+Packed form (msgpack)::
 
-``reply_to`` (optional) names the Redis list where the worker pushes the ids of the chunks it
-has recorded, so the gateway can acknowledge them end to end (``ACK_MODE=counted``).
+    [2, tag, [[chunk_id, [[host, source, first_time, text, count], ...], truncated], ...],
+     reply_to]
+
+``truncated`` counts the chunk's lines the gateway cut at ``MAX_LINE_BYTES``. ``reply_to``
+(or nil) names the gateway whose ``keys.counted`` list gets the ids of the recorded chunks,
+so it can acknowledge them end to end (``ACK_MODE=counted``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from logsig.errors import ProtocolError
 
-VERSION = 1
+VERSION = 2
 TASK_NAME = "logsig.scan_batch"
 
 
@@ -34,7 +46,31 @@ class Segment:
     host: str
     source: str
     time: float
-    lines: list[str] = field(default_factory=list)
+    text: str = ""
+    count: int = 0
+
+    @classmethod
+    def of(cls, host: str, source: str, time: float, lines: Sequence[str]) -> Segment:
+        """A segment of newline-free lines (a line holding a newline needs its own)."""
+        return cls(host, source, time, "\n".join(lines), len(lines))
+
+    @property
+    def multiline(self) -> bool:
+        """A single record with newlines inside: its text is one line, not several."""
+        return self.count == 1 and "\n" in self.text
+
+    def lines(self) -> list[str]:
+        if self.count <= 1:
+            return [self.text] if self.count else []
+        return self.text.split("\n")
+
+    def check(self) -> None:
+        """Raise :class:`ProtocolError` if ``count`` does not describe ``text``."""
+        if self.count < 0 or (self.count == 0 and self.text):
+            raise ProtocolError(f"segment count {self.count} for {len(self.text)} characters")
+        if self.count > 1 and self.text.count("\n") != self.count - 1:
+            raise ProtocolError(f"segment announces {self.count} lines, holds "
+                                f"{self.text.count(chr(10)) + 1}")
 
 
 @dataclass(slots=True)
@@ -47,25 +83,48 @@ class Chunk:
 
     @property
     def line_count(self) -> int:
-        return sum(len(s.lines) for s in self.segments)
+        return sum(s.count for s in self.segments)
+
+    def lines(self) -> list[str]:
+        return [line for s in self.segments for line in s.lines()]
+
+
+class ChunkBuilder:
+    """Builds a chunk line by line (the general path; the fast paths build segments whole)."""
+
+    def __init__(self, chunk_id: str) -> None:
+        self.chunk = Chunk(chunk_id)
+        self._key: tuple[str, str] | None = None
+        self._time = 0.0
+        self._lines: list[str] = []
 
     def add(self, host: str, source: str, ts: float, line: str) -> None:
         """Append a line, opening a new segment when host or source changes."""
-        last = self.segments[-1] if self.segments else None
-        if last is None or last.host != host or last.source != source:
-            last = Segment(host, source, ts)
-            self.segments.append(last)
-        last.lines.append(line)
+        if "\n" in line:
+            self._close()
+            self.chunk.segments.append(Segment(host, source, ts, line, 1))
+            return
+        if (host, source) != self._key:
+            self._close()
+            self._key, self._time = (host, source), ts
+        self._lines.append(line)
+
+    def _close(self) -> None:
+        if self._lines and self._key is not None:
+            self.chunk.segments.append(Segment.of(*self._key, self._time, self._lines))
+        self._key, self._lines = None, []
+
+    def build(self) -> Chunk:
+        self._close()
+        return self.chunk
 
 
-def _padded(chunk: Any) -> list[Any]:
-    """A chunk's fields with the optional truncated count filled in (0)."""
-    fields = list(chunk)
-    if len(fields) == 2:
-        fields.append(0)
-    if len(fields) != 3:
-        raise ValueError(f"chunk has {len(fields)} fields")
-    return fields
+def chunk_of(chunk_id: str, host: str, source: str, ts: float, lines: Sequence[str]) -> Chunk:
+    """A chunk of lines from one host and source (tests, benchmarks, the analysis path)."""
+    builder = ChunkBuilder(chunk_id)
+    for line in lines:
+        builder.add(host, source, ts, line)
+    return builder.build()
 
 
 @dataclass(slots=True)
@@ -78,36 +137,41 @@ class Batch:
     def line_count(self) -> int:
         return sum(c.line_count for c in self.chunks)
 
-    def encode(self) -> list[Any]:
-        out: list[Any] = [
+    def pack(self) -> bytes:
+        return msgpack.packb([
             VERSION,
             self.tag,
-            [
-                [c.id, [[s.host, s.source, s.time, s.lines] for s in c.segments],
-                 *([c.truncated] if c.truncated else [])]
-                for c in self.chunks
-            ],
-        ]
-        if self.reply_to is not None:
-            out.append(self.reply_to)
-        return out
+            [[c.id, [[s.host, s.source, s.time, s.text, s.count] for s in c.segments],
+              c.truncated] for c in self.chunks],
+            self.reply_to,
+        ], use_bin_type=True)
 
     @classmethod
-    def decode(cls, obj: Any) -> Batch:
+    def unpack(cls, data: bytes) -> Batch:
         try:
-            version, tag, chunks, *rest = obj
-            if len(rest) > 1:
-                raise ValueError(f"{len(obj)} fields")
+            obj = msgpack.unpackb(data, raw=False)
+            version, tag, chunks, reply_to = obj
             if version != VERSION:
                 raise ProtocolError(f"unsupported batch version {version!r}")
-            return cls(
-                str(tag),
-                [
-                    Chunk(str(cid), [Segment(str(h), str(src), float(t), list(lines))
-                                     for h, src, t, lines in segs], int(truncated[0]))
-                    for cid, segs, *truncated in (_padded(c) for c in chunks)
-                ],
-                str(rest[0]) if rest and rest[0] is not None else None,
-            )
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed batch: {exc}", obj) from exc
+            batch = cls(str(tag), [_chunk(c) for c in chunks],
+                        None if reply_to is None else str(reply_to))
+        except ProtocolError:
+            raise
+        except (TypeError, ValueError, msgpack.UnpackException) as exc:
+            raise ProtocolError(f"malformed batch: {exc}") from exc
+        for chunk in batch.chunks:
+            for seg in chunk.segments:
+                seg.check()
+        return batch
+
+
+def _chunk(obj: Any) -> Chunk:
+    cid, segs, truncated = obj
+    return Chunk(str(cid), [Segment(str(h), str(src), float(t), _text(text), int(n))
+                            for h, src, t, text, n in segs], int(truncated))
+
+
+def _text(value: object) -> str:
+    if type(value) is not str:
+        raise ProtocolError(f"segment text must be a string, got {type(value).__name__}")
+    return value

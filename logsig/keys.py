@@ -40,7 +40,8 @@ class Keys:
 
     @property
     def matches(self) -> str:
-        """Stream, capped: recent matches (rule, severity, agent, source, line, time)."""
+        """Stream, capped: one entry per rule per segment (rule, severity, agent, source, time,
+        count, lines: a sample of the matching lines)."""
         return f"{self.prefix}:matches"
 
     @property
@@ -54,6 +55,11 @@ class Keys:
         last push, so a gateway that is gone leaves nothing behind."""
         return f"{self.prefix}:counted:{gateway_id}"
 
+    def batch(self, batch_id: str) -> str:
+        """String with TTL (``CHUNK_TTL``): a packed batch waiting for its scan task (the
+        task carries only this key). Deleted by the script that records the batch."""
+        return f"{self.prefix}:batch:{batch_id}"
+
     def chunk(self, chunk_id: str) -> str:
         """String with TTL: marks a chunk as counted, so a redelivery counts nothing."""
         return f"{self.prefix}:chunk:{chunk_id}"
@@ -63,11 +69,6 @@ class Keys:
         counted match (``<chunk id>:<n>``), scored by its log time; members older than the
         rule's window are trimmed on every hit. Expires an hour after the window."""
         return f"{self.prefix}:thr:{rule_id}:{key}"
-
-    def threshold_alerted(self, rule_id: str, key: str) -> str:
-        """String: set while a threshold rule's key is at or above its count and has already
-        alerted; cleared when the window drops below the count, so each crossing alerts once."""
-        return f"{self.prefix}:thr-alerted:{rule_id}:{key}"
 
     @property
     def alerts(self) -> str:

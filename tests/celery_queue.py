@@ -12,16 +12,19 @@ from logsig.batch import TASK_NAME, Batch
 
 
 def queued_batches(client: redis.Redis, queue: str) -> list[Batch]:
+    """Each queued task's batch, fetched from the key the task carries (oldest first)."""
     batches = []
     for raw in client.lrange(queue, 0, -1)[::-1]:  # kombu LPUSHes; oldest last
         envelope = json.loads(raw)
         assert envelope["headers"]["task"] == TASK_NAME
         assert envelope["content-type"] == "application/x-msgpack"
         args, _kwargs, _embed = msgpack.unpackb(base64.b64decode(envelope["body"]), raw=False)
-        batches.append(Batch.decode(args[0]))
+        (key,) = args
+        stored = redis.Redis(connection_pool=client.connection_pool).execute_command(
+            "GET", key, NEVER_DECODE=True)
+        batches.append(Batch.unpack(stored))
     return batches
 
 
 def queued_lines(client: redis.Redis, queue: str) -> list[str]:
-    return [line for b in queued_batches(client, queue) for c in b.chunks
-            for s in c.segments for line in s.lines]
+    return [line for b in queued_batches(client, queue) for c in b.chunks for line in c.lines()]

@@ -157,16 +157,3 @@ def test_deep_nesting_is_a_protocol_error() -> None:
     deep = b"\x91" * 5000 + b"\xc0"
     with pytest.raises(ProtocolError):
         forward.FrameDecoder(LIMIT).feed(deep)
-
-
-def test_batch_round_trip_keeps_the_truncated_count_and_reads_old_batches() -> None:
-    from logsig.batch import Batch, Chunk
-
-    chunk = Chunk("c1", truncated=2)
-    chunk.add("h", "/f", 1.0, "line")
-    batch = Batch("t", [chunk, Chunk("c2")], reply_to="gw")
-    decoded = Batch.decode(msgpack.unpackb(msgpack.packb(batch.encode())))
-    assert [c.truncated for c in decoded.chunks] == [2, 0]
-    assert decoded.reply_to == "gw" and decoded.chunks[0].segments[0].lines == ["line"]
-    old = [1, "t", [["c3", [["h", "/f", 1.0, ["x"]]]]]]  # no truncated count, no reply_to
-    assert Batch.decode(old).chunks[0].truncated == 0

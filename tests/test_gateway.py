@@ -81,7 +81,7 @@ def test_ack_comes_only_after_the_batch_is_in_redis(
     batch = queued_batches(redis_client, QUEUE)[0]
     assert [c.id for c in batch.chunks] == ["chunk-0"]
     assert batch.chunks[0].segments[0].host == "h1"
-    assert batch.chunks[0].segments[0].lines == ["a0", "b0"]
+    assert batch.chunks[0].segments[0].lines() == ["a0", "b0"]
 
 
 def test_message_mode_events_are_coalesced_into_batches(

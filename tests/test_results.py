@@ -27,11 +27,11 @@ def populated(redis_server, redis_client: redis.Redis) -> Settings:  # type: ign
     state = build_state(settings, [r for r in load_rules() if r.threshold is None])
     state.store.publish_rules(state.rules)
     batch = Batch("t", [
-        Chunk("r-1", [Segment("web1", "auth.log", 1_700_000_000.0, [SSH_FAIL] * 3 + ["ok"])]),
-        Chunk("r-2", [Segment("web2", "access.log", 1_700_000_060.0, [DOTENV, "ok", "ok"])]),
+        Chunk("r-1", [Segment.of("web1", "auth.log", 1_700_000_000.0, [SSH_FAIL] * 3 + ["ok"])]),
+        Chunk("r-2", [Segment.of("web2", "access.log", 1_700_000_060.0, [DOTENV, "ok", "ok"])]),
     ])
-    process_batch(state, batch.encode())
-    process_batch(state, batch.encode())
+    process_batch(state, batch)
+    process_batch(state, batch)
     return settings
 
 
@@ -52,7 +52,8 @@ def test_read_results(populated: Settings, redis_client: redis.Redis) -> None:
         {"host": "web2", "lines": 3, "matches": 1, "top": [{"id": "web-dotenv-probe", "count": 1}]},
     ]
     assert [m["rule"] for m in res["recent"]] == ["web-dotenv-probe", "sshd-failed-password"]
-    assert res["recent"][0]["line"] == DOTENV and res["recent"][0]["agent"] == "web2"
+    assert res["recent"][0]["lines"] == DOTENV and res["recent"][0]["agent"] == "web2"
+    assert res["recent"][1]["count"] == "3"
 
 
 def test_read_results_on_empty_redis(redis_client: redis.Redis) -> None:
@@ -71,13 +72,13 @@ def test_show_text(populated: Settings, capsys: pytest.CaptureFixture[str]) -> N
     assert lines[sig + 2].split()[:3] == ["3", "medium", "sshd-failed-password"]
     assert "SSH failed password" in lines[sig + 2]
     assert "web1" in out and "sshd-failed-password (3)" in out
-    assert "Latest 3 matches" in out and "2023-11-14 22:14:20" in out
+    assert "Latest 2 match groups" in out and "2023-11-14 22:14:20" in out
 
 
 def test_show_json(populated: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert show(populated, as_json=True, limit=10) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["totals"]["matches"] == 4 and len(res["recent"]) == 4
+    assert res["totals"]["matches"] == 4 and len(res["recent"]) == 2
 
 
 def test_results_cli_json(populated: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]

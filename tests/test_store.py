@@ -11,7 +11,7 @@ import redis
 from logsig.batch import Batch, Chunk, Segment
 from logsig.keys import Keys
 from logsig.settings import Settings
-from workers.aggregate import aggregate, flatten
+from workers.aggregate import MATCH_SAMPLES, aggregate, flatten
 from workers.engine import ReferenceEngine
 from workers.rules import load_rules
 from workers.tasks import WorkerState, build_state, process_batch
@@ -34,16 +34,16 @@ def state(redis_server, redis_client: redis.Redis) -> WorkerState:  # type: igno
 
 
 def make_batch() -> Batch:
-    a = Chunk("agent1-1", [Segment("web1", "/var/log/auth.log", 1700.5,
+    a = Chunk("agent1-1", [Segment.of("web1", "/var/log/auth.log", 1700.5,
                                    [SSH_FAIL, "ok", SSH_FAIL, SSH_INVALID]),
-                           Segment("web1", "access.log", 1701.0, [DOTENV, "GET / 200"])])
-    b = Chunk("agent2-1", [Segment("db1", "kern.log", 1702.25, [OOM, "ok é"])])
+                           Segment.of("web1", "access.log", 1701.0, [DOTENV, "GET / 200"])])
+    b = Chunk("agent2-1", [Segment.of("db1", "kern.log", 1702.25, [OOM, "ok é"])])
     return Batch("logsig", [a, b])
 
 
 def test_batch_writes_every_documented_key(state: WorkerState,
                                            redis_client: redis.Redis) -> None:
-    assert process_batch(state, make_batch().encode(), now=NOW) == (2, 0)
+    assert process_batch(state, make_batch(), now=NOW) == (2, 0)
     r = redis_client
     assert r.hgetall(KEYS.totals) == {
         "lines": "8", "batches": "1", "chunks": "2", "matches": "5",
@@ -66,20 +66,33 @@ def test_batch_writes_every_documented_key(state: WorkerState,
         assert r.get(KEYS.chunk(cid)) == "1" and 0 < r.ttl(KEYS.chunk(cid)) <= 600
 
 
-def test_match_stream_entries(state: WorkerState, redis_client: redis.Redis) -> None:
-    process_batch(state, make_batch().encode(), now=NOW)
+def test_match_stream_has_one_entry_per_rule_per_segment(state: WorkerState,
+                                                         redis_client: redis.Redis) -> None:
+    process_batch(state, make_batch(), now=NOW)
     entries = [fields for _, fields in redis_client.xrange(KEYS.matches)]
-    assert len(entries) == 5
     assert entries[0] == {"rule": "sshd-failed-password", "severity": "medium", "agent": "web1",
-                          "source": "/var/log/auth.log", "line": SSH_FAIL, "time": "1700.500"}
-    assert [e["rule"] for e in entries] == ["sshd-failed-password", "sshd-failed-password",
-                                            "sshd-invalid-user", "web-dotenv-probe",
-                                            "kernel-oom-killer"]
+                          "source": "/var/log/auth.log", "time": "1700.500", "count": "2",
+                          "lines": f"{SSH_FAIL}\n{SSH_FAIL}"}
+    assert [(e["rule"], e["count"]) for e in entries] == [
+        ("sshd-failed-password", "2"), ("sshd-invalid-user", "1"), ("web-dotenv-probe", "1"),
+        ("kernel-oom-killer", "1")]
+    assert entries[1]["lines"] == SSH_INVALID
     assert entries[-1]["agent"] == "db1" and entries[-1]["time"] == "1702.250"
 
 
+def test_match_stream_entry_keeps_a_sample_of_many_lines(state: WorkerState,
+                                                        redis_client: redis.Redis) -> None:
+    lines = [f"sshd[{n}]: Failed password for root from 203.0.113.{n} port 22 ssh2"
+             for n in range(MATCH_SAMPLES + 5)]
+    process_batch(state, Batch("t", [Chunk("many", [Segment.of("h", "auth", 1.0, lines)])]),
+                  now=NOW)
+    (entry,) = [fields for _, fields in redis_client.xrange(KEYS.matches)]
+    assert entry["count"] == str(len(lines))
+    assert entry["lines"].split("\n") == lines[:MATCH_SAMPLES]
+
+
 def test_redelivered_batch_counts_once(state: WorkerState, redis_client: redis.Redis) -> None:
-    encoded = make_batch().encode()
+    encoded = make_batch()
     assert process_batch(state, encoded, now=NOW) == (2, 0)
     before = {k: redis_client.hgetall(k) for k in (KEYS.signatures, KEYS.agents, KEYS.minute(NOW))}
     assert process_batch(state, encoded, now=NOW) == (0, 2)
@@ -87,15 +100,15 @@ def test_redelivered_batch_counts_once(state: WorkerState, redis_client: redis.R
     assert totals["lines"] == "8" and totals["batches"] == "1" and totals["chunks"] == "2"
     assert totals["duplicates"] == "8"
     assert {k: redis_client.hgetall(k) for k in before} == before
-    assert redis_client.xlen(KEYS.matches) == 5
+    assert redis_client.xlen(KEYS.matches) == 4
 
 
 def test_partly_new_batch(state: WorkerState, redis_client: redis.Redis) -> None:
     first = make_batch()
-    process_batch(state, first.encode(), now=NOW)
+    process_batch(state, first, now=NOW)
     again = Batch("logsig", [first.chunks[1],
-                             Chunk("agent2-2", [Segment("db1", "kern.log", 1703.0, [OOM])])])
-    assert process_batch(state, again.encode(), now=NOW + 60) == (1, 1)
+                             Chunk("agent2-2", [Segment.of("db1", "kern.log", 1703.0, [OOM])])])
+    assert process_batch(state, again, now=NOW + 60) == (1, 1)
     totals = redis_client.hgetall(KEYS.totals)
     assert totals["batches"] == "2" and totals["chunks"] == "3"
     assert totals["lines"] == "9" and totals["duplicates"] == "2"
@@ -107,14 +120,14 @@ def test_expected_counts_from_the_reference_engine(state: WorkerState,
                                                    redis_client: redis.Redis) -> None:
     """How any test can predict the counters: reference scan + aggregate."""
     lines = [ex for r in state.rules for ex in (*r.match_examples, *r.nomatch_examples)]
-    batch = Batch("t", [Chunk(f"c{n}", [Segment(f"h{n % 3}", "s", 1.0, lines[n::4])])
+    batch = Batch("t", [Chunk(f"c{n}", [Segment.of(f"h{n % 3}", "s", 1.0, lines[n::4])])
                         for n in range(4)])
-    flat, spans = flatten(batch)
-    pairs = ReferenceEngine(state.rules).scan(flat)
+    flat = flatten(batch)
+    pairs = ReferenceEngine(state.rules).scan(flat.all_lines())
     expected: Counter[str] = Counter()
-    for delta in aggregate(batch, spans, pairs, flat, state.rules):
+    for delta in aggregate(batch, flat, pairs, state.rules):
         expected.update(delta.signatures)
-    process_batch(state, batch.encode(), now=NOW)
+    process_batch(state, batch, now=NOW)
     assert {k: int(v) for k, v in redis_client.hgetall(KEYS.signatures).items()} == expected
     assert sum(expected.values()) == int(redis_client.hget(KEYS.totals, "matches") or 0)
 
@@ -122,10 +135,11 @@ def test_expected_counts_from_the_reference_engine(state: WorkerState,
 def test_stream_is_capped(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     state = build_state(Settings(redis_url=redis_server.url, match_stream_maxlen=10), PLAIN_RULES)
     for n in range(30):
-        batch = Batch("t", [Chunk(f"cap-{n}", [Segment("h", "s", 1.0, [SSH_FAIL] * 20)])])
-        process_batch(state, batch.encode(), now=NOW)
+        batch = Batch("t", [Chunk(f"cap-{n}", [Segment.of("h", f"s{k}", 1.0, [SSH_FAIL] * 2)
+                                               for k in range(10)])])
+        process_batch(state, batch, now=NOW)
     assert redis_client.hget(KEYS.signatures, "sshd-failed-password") == "600"
-    assert redis_client.xlen(KEYS.matches) < 600
+    assert redis_client.xlen(KEYS.matches) < 300
 
 
 def test_publish_rules_metadata(state: WorkerState, redis_client: redis.Redis) -> None:
@@ -138,5 +152,5 @@ def test_publish_rules_metadata(state: WorkerState, redis_client: redis.Redis) -
 
 def test_key_prefix_is_respected(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     state = build_state(Settings(redis_url=redis_server.url, key_prefix="other"), PLAIN_RULES)
-    process_batch(state, make_batch().encode(), now=NOW)
+    process_batch(state, make_batch(), now=NOW)
     assert all(k.startswith("other:") for k in redis_client.keys("*"))

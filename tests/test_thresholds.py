@@ -34,8 +34,8 @@ def fail(ip: str) -> str:
     return f"sshd[1]: Failed password for root from {ip} port 22 ssh2"
 
 
-def batch(chunk_id: str, t: float, lines: list[str], host: str = "h1") -> list[object]:
-    return Batch("t", [Chunk(chunk_id, [Segment(host, "auth.log", t, lines)])]).encode()
+def batch(chunk_id: str, t: float, lines: list[str], host: str = "h1") -> Batch:
+    return Batch("t", [Chunk(chunk_id, [Segment.of(host, "auth.log", t, lines)])])
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from logsig.batch import TASK_NAME, Batch, Chunk, Segment
-from logsig.celeryconf import make_celery
+from gateway.publisher import BatchSender
+from logsig.batch import Batch, Chunk, Segment
 from logsig.keys import Keys
 from logsig.settings import Settings
 from tests.conftest import logsig_cmd
@@ -44,7 +44,7 @@ def worker(redis_server, redis_client: redis.Redis,  # type: ignore[no-untyped-d
 
 
 def _batch(n: int, lines: list[str]) -> Batch:
-    return Batch("t", [Chunk(f"w-{n}-{c}", [Segment(f"host{c}", "app.log", 1.0, lines)])
+    return Batch("t", [Chunk(f"w-{n}-{c}", [Segment.of(f"host{c}", "app.log", 1.0, lines)])
                        for c in range(2)])
 
 
@@ -60,14 +60,14 @@ def _wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-unty
 def test_worker_counts_batches_exactly_once(  # type: ignore[no-untyped-def]
         worker: subprocess.Popen[str], redis_server, redis_client: redis.Redis,
         tmp_path: Path) -> None:
-    app = make_celery(Settings(redis_url=redis_server.url))
+    sender = BatchSender(Settings(redis_url=redis_server.url))
     lines = [SSH_FAIL, "plain line", LOG4J, SSH_FAIL]
     batches = [_batch(n, lines) for n in range(10)]
     try:
         for b in batches + batches[:3]:  # three redeliveries
-            app.send_task(TASK_NAME, args=[b.encode()])
+            sender.send(b.pack())
     finally:
-        app.close()
+        sender.close()
     # SSH_FAIL matches sshd-failed-password and the threshold rule sshd-brute-force.
     expected = {"lines": "80", "chunks": "20", "batches": "10", "matches": "100",
                 "duplicates": "24"}

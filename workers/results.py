@@ -88,10 +88,11 @@ def render(results: dict[str, Any], out: TextIO) -> None:
            [(_when(a.get("last", "")), a.get("severity", ""), a.get("rule", ""),
              a.get("key", ""), a.get("count", ""), f"{a.get('window', '')}s", a.get("agent", ""))
             for a in results["alerts"]], "none")
-    out.write(f"\nLatest {len(results['recent'])} matches\n")
-    _table(out, ("TIME (UTC)", "SEVERITY", "RULE", "AGENT", "SOURCE", "LINE"),
+    out.write(f"\nLatest {len(results['recent'])} match groups (one rule in one run of lines)\n")
+    _table(out, ("TIME (UTC)", "SEVERITY", "RULE", "COUNT", "AGENT", "SOURCE", "FIRST LINE"),
            [(_when(m.get("time", "")), m.get("severity", ""), m.get("rule", ""),
-             m.get("agent", ""), m.get("source", ""), _clip(m.get("line", "")))
+             m.get("count", ""), m.get("agent", ""), m.get("source", ""),
+             _clip(m.get("lines", "").split("\n", 1)[0]))
             for m in results["recent"]], "none")
 
 

@@ -5,8 +5,9 @@ A Lua script (EVALSHA) runs per batch. For each chunk it claims ``keys.chunk(id)
 are late, workers can die) adds nothing but ``totals.duplicates`` (and no threshold hits).
 
 Threshold rules keep a sliding window per (rule, key) in a sorted set scored by log time; the
-same script trims it, counts it and, on a crossing, writes one alert to ``keys.alerts``, so
-the count holds across any number of worker processes without a race. The arguments travel as one
+same script trims it, counts it and, when it crosses the rule's count, writes one alert to
+``keys.alerts``, so the count holds across any number of worker processes without a race. The
+arguments travel as one
 msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is computed here from
 :class:`logsig.keys.Keys` and passed in, so the key schema stays defined in one place.
 """
@@ -33,24 +34,32 @@ local args = cmsgpack.unpack(ARGV[1])
 local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
 local fresh, dup, raised = 0, 0, 0
 
--- h = {window zset, alerted flag, rule, severity, key, time, agent, count, window, member}
-local function threshold_hit(h)
-  local z, flag, ts, count, window = h[1], h[2], h[6], h[8], h[9]
+-- The hits of one threshold rule on one key at one log time (a segment's), from one agent:
+-- h = {window zset, rule, severity, key, time, agent, count, window, members}
+-- An alert is raised when the window crosses the count: below it before these hits (once
+-- trimmed to the window), at or above it after. It stays quiet while the window stays up.
+local function threshold_hits(h)
+  local z, ts, count, window, members = h[1], h[5], h[7], h[8], h[9]
+  local score = string.format('%.6f', ts)
   redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. string.format('%.6f', ts - window))
-  -- Below the count before this hit: the window has dropped, the next crossing may alert.
-  if redis.call('ZCARD', z) < count then redis.call('DEL', flag) end
-  redis.call('ZADD', z, string.format('%.6f', ts), h[10])
-  local ttl = math.ceil(window) + 3600
-  redis.call('EXPIRE', z, ttl)
-  local n = redis.call('ZCARD', z)
-  if n >= count and redis.call('SET', flag, '1', 'NX', 'EX', ttl) then
+  local before = redis.call('ZCARD', z)
+  local added = 0
+  for first = 1, #members, 1000 do  -- ZADD in slices: unpack() has a stack limit
+    local scored = {}
+    for i = first, math.min(first + 999, #members) do
+      scored[#scored + 1] = score
+      scored[#scored + 1] = members[i]
+    end
+    added = added + redis.call('ZADD', z, unpack(scored))
+  end
+  redis.call('EXPIRE', z, math.ceil(window) + 3600)
+  local n = before + added
+  if before < count and n >= count then
     local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')[2]
-    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', h[3], 'severity', h[4],
-               'key', h[5], 'count', n, 'window', h[9], 'first', first,
-               'last', string.format('%.3f', ts), 'agent', h[7])
+    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', h[2], 'severity', h[3],
+               'key', h[4], 'count', n, 'window', window, 'first', first,
+               'last', string.format('%.3f', ts), 'agent', h[6])
     raised = raised + 1
-  elseif n >= count then
-    redis.call('EXPIRE', flag, ttl)
   end
 end
 
@@ -74,11 +83,11 @@ for _, c in ipairs(args[4]) do
       local counts = per[i + 1]
       for j = 1, #counts, 2 do redis.call('HINCRBY', per[i], counts[j], counts[j + 1]) end
     end
-    for _, e in ipairs(c[8]) do
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', e[1], 'severity', e[2],
-                 'agent', e[3], 'source', e[4], 'line', e[5], 'time', e[6])
+    for _, g in ipairs(c[8]) do
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', g[1], 'severity', g[2],
+                 'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
-    for _, h in ipairs(c[9]) do threshold_hit(h) end
+    for _, h in ipairs(c[9]) do threshold_hits(h) end
   else
     dup = dup + 1
     redis.call('HINCRBY', totals, 'duplicates', c[2])
@@ -96,6 +105,8 @@ if reply then
   for _, c in ipairs(args[4]) do redis.call('RPUSH', reply, c[10]) end
   redis.call('EXPIRE', reply, 3600)
 end
+-- The stored batch is done with: a redelivered task finds it gone and does nothing.
+if args[5] ~= '' then redis.call('DEL', args[5]) end
 return {fresh, dup, raised}
 """
 
@@ -107,30 +118,54 @@ def _flat(counts: dict[str, int]) -> list[Any]:
 class ResultStore:
     """The worker's only writer to Redis; one instance per worker process."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings,
+                 rules: Sequence[Rule] = (), raw: redis.Redis | None = None) -> None:
+        """``rules`` are the engine's, in its order: threshold hits name them by index."""
         self.client = client
+        self.rules = tuple(rules)
+        self.raw = raw if raw is not None else redis.Redis.from_url(settings.redis_url)
         self.keys = Keys(settings.key_prefix)
         self.settings = settings
         self._record = client.register_script(_RECORD)
+        self._batch_prefix = self.keys.batch("")
+
+    def is_batch_key(self, key: object) -> bool:
+        """Whether a task argument names a stored batch (and nothing else in Redis)."""
+        return isinstance(key, str) and key.startswith(self._batch_prefix) and len(key) > len(
+            self._batch_prefix)
+
+    def fetch(self, key: str) -> bytes | None:
+        """The packed batch stored under ``key`` (bytes, not decoded text), or None."""
+        data = self.raw.get(key)
+        return data if isinstance(data, bytes) or data is None else bytes(data)
+
+    def discard(self, key: str) -> None:
+        """Drop a stored batch that cannot be processed (it was logged by the caller)."""
+        self.raw.delete(key)
 
     def record(self, deltas: Sequence[ChunkDelta], now: float | None = None,
-               reply_to: str | None = None) -> tuple[int, int]:
+               reply_to: str | None = None, stored_as: str | None = None) -> tuple[int, int]:
         """Apply the deltas of new chunks; returns (new chunks, duplicate chunks).
 
         With ``reply_to`` (a gateway id), the ids of all the batch's chunks, new or not, are
-        pushed to that gateway's ``keys.counted`` list in the same atomic script.
+        pushed to that gateway's ``keys.counted`` list in the same atomic script; with
+        ``stored_as``, the stored batch is deleted there too.
         """
         if not deltas:
+            if stored_as is not None:
+                self.discard(stored_as)
             return 0, 0
         now = time.time() if now is None else now
         k, s = self.keys, self.settings
         chunks = [[k.chunk(d.chunk_id), d.lines, d.bytes, d.matches, _flat(d.signatures),
                    _flat(d.agent_lines),
                    [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
-                   d.events, self._hits(d), d.chunk_id, d.truncated]
+                   [[g.rule.id, g.rule.severity, g.host, g.source, f"{g.time:.3f}", g.count,
+                     "\n".join(g.samples)] for g in d.groups],
+                   self._hits(d), d.chunk_id, d.truncated]
                   for d in deltas]
-        blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks],
-                             unicode_errors="replace")
+        blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks,
+                              stored_as or ""], unicode_errors="replace")
         keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches, k.alerts]
         if reply_to is not None:
             keys.append(k.counted(reply_to))
@@ -138,14 +173,17 @@ class ResultStore:
         return int(fresh), int(dup)
 
     def _hits(self, delta: ChunkDelta) -> list[list[Any]]:
+        """One window update per (rule, key, log time, agent); a member per hit."""
         out: list[list[Any]] = []
-        for n, h in enumerate(delta.hits):
-            t = h.rule.threshold
+        n = 0
+        for (r, key, ts, agent), count in delta.hits.items():
+            rule = self.rules[r]
+            t = rule.threshold
             assert t is not None
-            out.append([self.keys.threshold(h.rule.id, h.key),
-                        self.keys.threshold_alerted(h.rule.id, h.key), h.rule.id,
-                        h.rule.severity, h.key, h.time, h.agent, t.count, t.window,
-                        f"{delta.chunk_id}:{n}"])
+            out.append([self.keys.threshold(rule.id, key), rule.id, rule.severity, key, ts,
+                        agent, t.count, t.window,
+                        [f"{delta.chunk_id}:{m}" for m in range(n, n + count)]])
+            n += count
         return out
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:

@@ -1,5 +1,6 @@
-"""The scan task: decode a batch, scan all its lines in one engine call, record the results.
+"""The scan task: fetch a batch, scan all its lines in one engine call, record the results.
 
+The task carries only the Redis key of the packed batch (see :mod:`logsig.batch`).
 :func:`process_batch` is the whole pipeline without Celery, so tests and benchmarks can run
 it directly; :func:`register` wraps it in the Celery task the gateway publishes by name.
 """
@@ -19,7 +20,7 @@ from celery.exceptions import Reject
 from logsig.batch import TASK_NAME, Batch
 from logsig.errors import ProtocolError
 from logsig.settings import Settings
-from workers.aggregate import aggregate, flatten
+from workers.aggregate import Flat, aggregate, flatten
 from workers.engine import Engine, make_engine
 from workers.rules import Rule, load_rules
 from workers.store import ResultStore, connect
@@ -46,19 +47,52 @@ def build_state(settings: Settings, rules: Sequence[Rule] | None = None) -> Work
     engine = make_engine(loaded)
     log.info("%s ready with %d rules in %.2fs", type(engine).__name__, len(loaded),
              time.perf_counter() - started)
-    return WorkerState(loaded, engine, ResultStore(connect(settings), settings))
+    return WorkerState(loaded, engine, ResultStore(connect(settings), settings, loaded))
 
 
-def process_batch(state: WorkerState, batch_obj: Any, now: float | None = None) -> tuple[int, int]:
-    """Scan one encoded batch and record it; returns (new chunks, duplicate chunks)."""
-    batch = Batch.decode(batch_obj)
-    lines, spans = flatten(batch)
-    pairs = state.engine.scan(lines)
-    deltas = aggregate(batch, spans, pairs, lines, state.rules)
-    fresh, dup = state.store.record(deltas, now, reply_to=batch.reply_to)
+def scan_flat(engine: Engine, flat: Flat) -> list[tuple[int, int]]:
+    """(line, rule) pairs of the whole batch: one engine call over its joined buffer."""
+    if not flat.count:
+        return []
+    if flat.text is None:
+        return engine.scan(flat.all_lines())
+    return engine.scan_buffer(flat.text.encode("utf-8", "surrogatepass"))
+
+
+def process_batch(state: WorkerState, batch: Batch, now: float | None = None,
+                  stored_as: str | None = None) -> tuple[int, int]:
+    """Scan one batch and record it; returns (new chunks, duplicate chunks).
+
+    ``stored_as`` is the batch's key, deleted by the same script that records it.
+    """
+    flat = flatten(batch)
+    pairs = scan_flat(state.engine, flat)
+    deltas = aggregate(batch, flat, pairs, state.rules)
+    fresh, dup = state.store.record(deltas, now, reply_to=batch.reply_to, stored_as=stored_as)
     log.debug("batch: %d lines, %d matches, %d new / %d duplicate chunks",
-              len(lines), len(pairs), fresh, dup)
+              flat.count, len(pairs), fresh, dup)
     return fresh, dup
+
+
+def process_stored(state: WorkerState, key: str) -> None:
+    """Fetch the batch stored under ``key`` and process it.
+
+    A key that is gone belongs to a batch already recorded (the task was delivered again
+    after its script ran) or, after ``CHUNK_TTL``, to one that waited too long; either way
+    there is nothing left to do.
+    """
+    if not state.store.is_batch_key(key):
+        raise ProtocolError(f"task argument {key!r} is not a batch key")
+    data = state.store.fetch(key)
+    if data is None:
+        log.info("batch %s is gone (recorded already, or expired): nothing to do", key)
+        return
+    try:
+        batch = Batch.unpack(data)
+    except ProtocolError:
+        state.store.discard(key)
+        raise
+    process_batch(state, batch, stored_as=key)
 
 
 class WorkerContext:
@@ -78,7 +112,7 @@ class WorkerContext:
         return self._state
 
 
-def process_until_stored(context: WorkerContext, batch_obj: Any) -> None:
+def process_until_stored(context: WorkerContext, key: Any) -> None:
     """Record the batch, waiting out a Redis outage in this process.
 
     Celery's own retry would publish a new message, which fails while Redis is down, and the
@@ -91,7 +125,7 @@ def process_until_stored(context: WorkerContext, batch_obj: Any) -> None:
     delay = RETRY_INITIAL
     while True:
         try:
-            process_batch(context.state(), batch_obj)
+            process_stored(context.state(), key)
             return
         except ProtocolError as exc:
             # Retrying cannot fix a malformed message: log it and drop it.
@@ -109,7 +143,7 @@ def register(app: Celery, context: WorkerContext) -> Task:
     """Register the scan task under the name the gateway publishes to."""
 
     @app.task(name=TASK_NAME)
-    def scan_batch(batch_obj: Any) -> None:
-        process_until_stored(context, batch_obj)
+    def scan_batch(key: Any) -> None:
+        process_until_stored(context, key)
 
     return scan_batch

@@ -114,13 +114,16 @@ class Writer:
         with self.lock:
             os.rename(self.path, self.path.with_name(self.path.name + ".1"))
 
-    def copytruncate(self, caught_up: Callable[[int], bool]) -> None:
+    def copytruncate(self, caught_up: Callable[[int], bool],
+                     noticed: Callable[[], bool]) -> None:
         """logrotate's copytruncate, done while the follower has read everything written.
 
         Lines written after a tailer's last read and before the truncate exist only in the
-        copy: no follower of the path can see them (logrotate's documentation says so). The
-        writer holds its lock from the wait to the truncate, so this tests our handling of
-        the truncation itself, not that race.
+        copy, and lines written after the truncate but before the tailer looks again can
+        grow the file past its old position, hiding the truncation: no follower of the path
+        can see either (logrotate's documentation says so). The writer holds its lock from
+        the wait to the truncate and until the follower has noticed it, so this tests our
+        handling of the truncation itself, not those races.
         """
         with self.lock:
             wait_until(lambda: caught_up(self.written), 30, what="agent to catch up")
@@ -128,6 +131,7 @@ class Writer:
             copy.write_bytes(self.path.read_bytes())
             with self.path.open("r+b") as f:
                 f.truncate(0)
+            wait_until(noticed, 30, what="agent to notice the truncation")
 
     def join(self, timeout: float) -> None:
         assert self._thread is not None
@@ -179,6 +183,10 @@ class Cluster:
         proc = Proc(logsig_cmd(*args), self.env, log)
         self.procs[name] = proc
         return proc
+
+    def log_text(self, name: str) -> str:
+        """What the current run of process ``name`` has logged so far."""
+        return (self.workdir / f"{name}.{self._restarts[name]}.log").read_text(errors="replace")
 
     def start_gateway(self) -> None:
         proc = self.start("gateway", "gateway")
