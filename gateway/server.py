@@ -18,8 +18,9 @@ from gateway.auth import Authenticator
 from gateway.coalescer import Coalescer, Publisher
 from gateway.connection import Connection
 from gateway.health import HealthMonitor
-from gateway.publisher import CeleryPublisher
+from gateway.publisher import RedisPublisher
 from logsig.errors import SettingsError
+from logsig.gc_tuning import tune_gc
 from logsig.keys import Keys
 from logsig.settings import Settings
 from logsig.tls import server_context
@@ -126,9 +127,10 @@ class Gateway:
 
 
 async def serve(settings: Settings) -> int:
-    publisher = CeleryPublisher(settings)
+    publisher = RedisPublisher(settings)
     gateway = Gateway(settings, publisher)
     await gateway.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -147,7 +149,7 @@ async def serve(settings: Settings) -> int:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await loop.run_in_executor(None, publisher.close)
+        await publisher.close()
     log.info("gateway stopped (%d batches published)", gateway.coalescer.published_batches)
     return 0
 
