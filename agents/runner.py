@@ -21,6 +21,7 @@ from agents.registry import Registry
 from agents.stdin import StdinSource
 from agents.tail import TailSource
 from logsig.errors import SettingsError
+from logsig.gc_tuning import tune_gc
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def run(settings: Settings, paths: Sequence[str], *, use_stdin: bool = False,
 
 async def _main(settings: Settings, sources: list[Source], registry: Registry) -> int:
     agent = Agent(settings, sources, registry)
+    tune_gc()
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
         loop.add_signal_handler(sig, _on_signal, agent, sig)

@@ -69,11 +69,27 @@ class Coalescer:
     def pending_lines(self) -> int:
         return self._pending_lines
 
+    async def wait_for_room(self) -> None:
+        """Return once the gateway holds fewer than ``high_water`` lines.
+
+        Connections call it before reading, so a full gateway stops reading every socket
+        instead of decoding one more frame per connection. A release wakes one waiter,
+        which passes the turn on while room remains: with thousands of connections waiting,
+        waking them all at every publish would cost more than the publish.
+        """
+        if self._pending_lines < self._high_water:
+            return
+        async with self._room:
+            await self._room.wait_for(self._has_room)
+            if self._has_room():
+                self._room.notify(1)
+
+    def _has_room(self) -> bool:
+        return self._pending_lines < self._high_water
+
     async def add(self, tag: str, chunk: Chunk, sink: AckSink | None) -> None:
         """Buffer a chunk; waits while the gateway already holds ``high_water`` lines."""
-        if self._pending_lines >= self._high_water:
-            async with self._room:
-                await self._room.wait_for(lambda: self._pending_lines < self._high_water)
+        await self.wait_for_room()
         buf = self._buffers.setdefault(tag, _TagBuffer())
         count = chunk.line_count
         buf.chunks.append(chunk)
@@ -132,7 +148,7 @@ class Coalescer:
         buf.inflight -= 1
         self._pending_lines -= lines
         async with self._room:
-            self._room.notify_all()
+            self._room.notify(1)
         if buf.waiters and buf.inflight == 0:
             self._flush(tag)
         elif not buf.chunks and buf.inflight == 0:

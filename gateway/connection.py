@@ -81,7 +81,11 @@ class Connection:
         self.close()
 
     async def _read(self) -> bytes:
-        """Between frames a client may idle for ever; inside one it must keep sending."""
+        """Between frames a client may idle for ever; inside one it must keep sending.
+
+        Nothing is read while the gateway is full (TCP backpressure on every client).
+        """
+        await self._coalescer.wait_for_room()
         if not self._decoder.pending_bytes:
             return await self._reader.read(READ_SIZE)
         async with asyncio.timeout(self._read_timeout):

@@ -310,29 +310,38 @@ class FrameDecoder:
 
     Bounded: no single frame may exceed ``max_frame_bytes`` (checked as the buffer grows, so
     an oversized frame is refused before it is complete).
+
+    The msgpack unpacker exists only while a frame is incomplete: each one carries a parse
+    stack of about 40 KB and keeps its buffer at the largest frame seen, which across
+    thousands of idle connections would be most of the gateway's memory.
     """
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._max = max_frame_bytes
-        self._unpacker = _new_unpacker(max_frame_bytes + READ_SIZE, "surrogateescape")
+        self._unpacker: msgpack.Unpacker | None = None
         self._fed = 0
         self._complete = 0  # offset just past the last complete frame
 
     def feed(self, data: bytes) -> list[ForwardMessage]:
+        unpacker = self._unpacker
+        if unpacker is None:
+            unpacker = self._unpacker = _new_unpacker(self._max + READ_SIZE, "surrogateescape")
         try:
-            self._unpacker.feed(data)
+            unpacker.feed(data)
         except msgpack.BufferFull as exc:
             raise FrameTooLarge(f"frame exceeds MAX_FRAME_BYTES={self._max}") from exc
         self._fed += len(data)
         messages: list[ForwardMessage] = []
         try:
-            for obj in self._unpacker:
-                self._complete = self._unpacker.tell()
+            for obj in unpacker:
+                self._complete = unpacker.tell()
                 messages.append(parse_request(obj, self._max))
         except ProtocolError:
             raise
         except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
             raise ProtocolError(f"malformed msgpack ({_describe(exc)})") from exc
+        if self._fed == self._complete:  # between frames: let the unpacker go
+            self._unpacker, self._fed, self._complete = None, 0, 0
         return messages
 
     @property
