@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
 """Bytes per read: large, so splitting and decoding run in bulk."""
 MAX_LINE = READ_SIZE
+_PLUS_ONE = (1).__add__
 """A line still unterminated after this many bytes is shipped as it is (bounds memory)."""
 
 FileKey = tuple[int, int]
@@ -78,14 +79,20 @@ def split_lines(data: bytes, base: int = 0) -> tuple[list[str], list[int]]:
     Strips ``\\n`` and ``\\r\\n``. Invalid UTF-8 becomes U+FFFD; it never swallows a newline,
     so decoding all of ``data`` at once yields exactly one string per byte line.
     """
-    raw = data.split(b"\n")
-    raw.pop()  # the empty piece after the final newline
     text = data.decode("utf-8", "replace")
+    # Byte length of each line with its newline; for ASCII the text's pieces are the bytes'.
+    pieces = text.split("\n") if data.isascii() else data.split(b"\n")
+    pieces.pop()  # the empty piece after the final newline
+    ends = list(accumulate(map(_PLUS_ONE, map(len, pieces)), initial=base))
+    del ends[0]
     if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    lines.pop()
-    ends = [base + c + i for i, c in enumerate(accumulate(map(len, raw)), 1)]
+        lines = text.replace("\r\n", "\n").split("\n")
+        lines.pop()
+    elif pieces and type(pieces[0]) is str:
+        lines = pieces  # type: ignore[assignment]
+    else:
+        lines = text.split("\n")
+        lines.pop()
     return lines, ends
 
 
