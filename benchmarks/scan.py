@@ -14,9 +14,10 @@ the same batches of a >= 500,000-line corpus:
 
 The fast, fast_lines and bare runs are interleaved (one of each per round) so that load from
 other processes on the machine hits them alike; each figure is the median of ``--repeat``
-rounds. Also recorded: Hyperscan matches and distinct (line, rule) pairs per batch. JSON goes
-to ``benchmarks/results/scan.json``.
-Run: ``.venv/bin/python -m benchmarks.scan`` (about 4-5 minutes) or ``--quick`` (seconds).
+(default 5) rounds. Also recorded: Hyperscan matches and distinct (line, rule) pairs per
+batch, and per batch what Hyperscan itself costs and what each entry point adds to it. JSON
+goes to ``benchmarks/results/scan.json``.
+Run: ``.venv/bin/python -m benchmarks.scan`` (a few minutes) or ``--quick`` (seconds).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def measure(rules: list[Rule], batches: list[list[str]], repeat: int) -> dict[st
     out["fast_vs_reference"] = out["fast"]["lines_per_s"] / out["reference"]["lines_per_s"]
     out["bare_vs_fast"] = out["bare"]["lines_per_s"] / out["fast"]["lines_per_s"]
     out["bare_vs_fast_lines"] = out["bare"]["lines_per_s"] / out["fast_lines"]["lines_per_s"]
+    per_batch = 1e6 / len(batches)
+    out["us_per_batch"] = {name: out[name]["median_s"] * per_batch
+                           for name in ("bare", "fast", "fast_lines")}
     return out
 
 
@@ -165,13 +169,19 @@ def table(results: list[dict[str, Any]], out: Any = sys.stdout) -> None:
                   f"{r['bare_vs_fast']:>8.2f}x  {r['bare_vs_fast_lines']:>9.2f}x  "
                   f"{r['matches_per_batch']:>7.1f}  {r['pairs_per_batch']:>6.1f}\n")
     out.write("matches and pairs: Hyperscan reports and distinct (line, rule) pairs per batch\n")
+    out.write("per batch, microseconds: Hyperscan itself (bare) and what each entry point adds\n")
+    for r in results:
+        us = r["us_per_batch"]
+        out.write(f"{r['rules']:>5}  bare {us['bare']:7.1f}  "
+                  f"scan_buffer +{us['fast'] - us['bare']:6.1f}  "
+                  f"scan(lines) +{us['fast_lines'] - us['bare']:6.1f}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=500_000, help="corpus size (default 500000)")
     p.add_argument("--batch", type=int, default=1000, help="lines per batch (default 1000)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per figure; the median counts")
+    p.add_argument("--repeat", type=int, default=5, help="runs per figure; the median counts")
     p.add_argument("--rules", default=",".join(map(str, RULE_COUNTS)),
                    help="comma-separated rule counts")
     p.add_argument("--quick", action="store_true", help="smoke run: 20000 lines, 10,80 rules")

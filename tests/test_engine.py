@@ -368,7 +368,8 @@ def _pattern_strategy() -> st.SearchStrategy[str]:
 
 
 @settings(max_examples=250, deadline=None)
-@given(_pattern_strategy(), st.lists(st.text("ab1 _-\t", max_size=10), min_size=1, max_size=5),
+@given(_pattern_strategy(),
+       st.lists(st.text("ab1 _-\t\x1c\xe9\x7f\x00", max_size=10), min_size=1, max_size=5),
        st.sampled_from([0, re.MULTILINE, re.DOTALL]))
 def test_random_patterns_keep_parity(pattern: str, lines: list[str], flags: int) -> None:
     try:

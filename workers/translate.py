@@ -7,7 +7,9 @@ of confirming every candidate with ``re`` afterwards, the pattern is rewritten f
 own parse tree: every character node becomes an explicit byte class computed with Python's
 matcher (so case folding and ``\\w``/``\\s``/``\\d`` mean exactly what ``re`` means on ASCII),
 minus ``"\\n"``. A match of the translation is then a match of ``re`` on one line, and the
-other way round.
+other way round. Hyperscan only ever sees ASCII lines without ``\\x1c``-``\\x1f`` (the engine
+gives other lines to ``re``), so a class may take or leave those bytes and ``\\x80``-``\\xff``:
+it takes whichever form is simplest, which turns ``.`` into Hyperscan's own dot.
 
 Only the question "does the rule match this line" matters, and Hyperscan reports every end
 offset at which a pattern matches, so the pattern's tail is cut to the shortest form that
@@ -16,9 +18,10 @@ per occurrence instead of once per digit; a trailing ``X*``, ``X?`` or ``X{0,n}`
 cut follows the last element into trailing groups, alternatives and the last repetition, and
 stops at anything that constrains what follows (``$``, ``\\b``, a look-around).
 
-Constructs Hyperscan lacks (look-arounds, back-references, atomic groups, ``\\A``/``\\Z``)
-raise :class:`Untranslatable`; with ``relaxed=True`` they are widened instead (dropped or
-replaced by ``[^\\n]*``), giving a prefilter whose candidates ``re`` must confirm.
+Constructs Hyperscan lacks (look-arounds, back-references, atomic groups and possessive
+repeats except at the very end, ``\\A``/``\\Z``) raise :class:`Untranslatable`; with
+``relaxed=True`` they are widened instead (dropped or replaced by ``[^\\n]*``), giving a
+prefilter whose candidates ``re`` must confirm.
 """
 
 from __future__ import annotations
