@@ -22,10 +22,13 @@ lint: venv
 test: lint
 	$(PY) -m pytest -q
 
-# Figures for the README; each writes JSON to benchmarks/results/ (several minutes in all).
+# Figures for the README; each writes JSON to benchmarks/results/ (several minutes in all);
+# the bench extra adds matplotlib for the batch-size sweep plot.
 bench: venv
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks.scan
 	$(PY) -m benchmarks.e2e
+	$(PY) -m benchmarks.gateway
 	$(PY) -m benchmarks.analyze
 
 clean:
