@@ -1,0 +1,78 @@
+"""Forward events to batch chunks: the whole-list fast path gives what the general path gives."""
+
+from __future__ import annotations
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.limits import TRUNCATED_MARKER
+from gateway.records import _general_chunk, message_to_chunk
+from logsig import forward
+from logsig.batch import Chunk
+from logsig.forward import ForwardMessage
+
+LIMIT = 1 << 24
+
+
+def decoded(events: list[tuple[float, dict]], chunk: str = "c1") -> ForwardMessage:
+    """The events as the gateway sees them: a PackedForward frame through the decoder."""
+    entries = b"".join(forward.pack_event(ts, rec) for ts, rec in events)
+    frame = forward.encode_packed_forward("app", entries, len(events), chunk)
+    (message,) = forward.FrameDecoder(LIMIT).feed(frame)
+    return message
+
+
+def general(message: ForwardMessage, max_line_bytes: int = 0) -> Chunk:
+    return _general_chunk(message.chunk or "", message, "10.0.0.9", max_line_bytes)
+
+
+def test_agent_records_take_one_segment_with_the_first_event_time() -> None:
+    events = [(1700000000.25 + n, {"message": f"line {n}", "host": "web1", "source": "/a.log"})
+              for n in range(5)]
+    chunk = message_to_chunk(decoded(events), "10.0.0.9")
+    (seg,) = chunk.segments
+    assert (seg.host, seg.source, seg.count) == ("web1", "/a.log", 5)
+    assert seg.time == 1700000000.25 and seg.lines() == [f"line {n}" for n in range(5)]
+    assert chunk == general(decoded(events))
+
+
+def test_other_shapes_fall_back_to_the_general_path() -> None:
+    events = [(1.0, {"log": "fluent bit line\n"}), (2.0, {"message": "x", "host": "h2"}),
+              (3.0, {"message": "multi\nline", "host": "h2", "source": "s"}),
+              (4.0, {"message": "caf\u00e9", "host": "h2", "source": "s"}),
+              (5.0, {"message": "crlf\r", "host": "h2", "source": "s"}),
+              (6.0, {"user": "bob", "n": 1})]
+    chunk = message_to_chunk(decoded(events), "10.0.0.9")
+    assert chunk.lines() == ["fluent bit line", "x", "multi\nline", "caf\u00e9", "crlf",
+                             '{"user":"bob","n":1}']
+    assert [(s.host, s.source) for s in chunk.segments] == [
+        ("10.0.0.9", "app"), ("h2", "app"), ("h2", "s"), ("h2", "s"), ("10.0.0.9", "app")]
+    assert chunk.segments[2].multiline
+
+
+def test_long_lines_are_cut_and_counted_on_both_paths() -> None:
+    events = [(1.0, {"message": "a" * 100, "host": "h", "source": "s"}),
+              (1.0, {"message": "ok", "host": "h", "source": "s"})]
+    fast = message_to_chunk(decoded(events), "p", max_line_bytes=40)
+    assert fast.truncated == 1 and fast.lines() == ["a" * 40 + TRUNCATED_MARKER, "ok"]
+    assert fast == general(decoded(events), max_line_bytes=40)
+
+
+def test_an_event_time_inside_a_record_becomes_a_unix_time() -> None:
+    record = {"when": msgpack.ExtType(0, b"\x00\x00\x00\x01\x00\x00\x00\x00")}
+    (line,) = message_to_chunk(decoded([(1.0, record)]), "p").lines()
+    assert line == '{"when":1.0}'
+
+
+LINE = st.text(st.characters(codec="utf-8", exclude_characters="\r"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["h1", "h2", "caf\u00e9"]), st.sampled_from(["s1", "s2"]),
+                          LINE), min_size=1, max_size=20))
+def test_fast_path_equals_general_path(rows: list[tuple[str, str, str]]) -> None:
+    events = [(1.5 + n, {"message": line, "host": host, "source": source})
+              for n, (host, source, line) in enumerate(rows)]
+    message = decoded(events)
+    assert message_to_chunk(message, "10.0.0.9", 64) == general(message, 64)
