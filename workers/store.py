@@ -41,8 +41,11 @@ local fresh, dup, raised = 0, 0, 0
 local function threshold_hits(h)
   local z, ts, count, window, members = h[1], h[5], h[7], h[8], h[9]
   local score = string.format('%.6f', ts)
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. string.format('%.6f', ts - window))
   local before = redis.call('ZCARD', z)
+  if before > 0 then  -- most keys are new: nothing to trim
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. string.format('%.6f', ts - window))
+    before = redis.call('ZCARD', z)
+  end
   local added = 0
   for first = 1, #members, 1000 do  -- ZADD in slices: unpack() has a stack limit
     local scored = {}
