@@ -147,6 +147,13 @@ def _sshd(rng: random.Random, c: _Clock) -> list[str]:
     return [f"{head} Failed password for {rng.choice(USERS)} from {ip} port {port} ssh2"]
 
 
+def _ssh_burst(rng: random.Random, c: _Clock) -> list[str]:
+    """A password-guessing run from one address: what sshd-brute-force's threshold is for."""
+    host, ip = rng.choice(HOSTS), _ip(rng)
+    return [f"{c.syslog()} {host} sshd[{_pid(rng)}]: Failed password for {rng.choice(USERS)} "
+            f"from {ip} port {_n(rng, 1024, 65535)} ssh2" for _ in range(_n(rng, 6, 12))]
+
+
 def _sudo(rng: random.Random, c: _Clock) -> list[str]:
     host, user = rng.choice(HOSTS), rng.choice([*STAFF, "www-data"])
     if rng.random() < 0.5:
@@ -212,7 +219,7 @@ def _java_error(rng: random.Random, c: _Clock) -> list[str]:
 
 MIX: list[tuple[Template, float]] = [
     (_syslog_benign, 22.0), (_web_benign, 38.0), (_java_info, 22.0), (_sshd, 8.0),
-    (_sudo, 3.0), (_web_attack, 3.0), (_kernel, 2.0), (_java_error, 2.0),
+    (_sudo, 3.0), (_web_attack, 3.0), (_kernel, 2.0), (_java_error, 2.0), (_ssh_burst, 0.1),
 ]
 
 
