@@ -12,7 +12,6 @@ back to the agents.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 
 POP_BATCH = 1000
 PURGE_INTERVAL = 30.0
+CLOSE_TIMEOUT = 2.0  # seconds to wait for the listener tasks at shutdown
 
 
 class AckSink(Protocol):
@@ -110,9 +110,13 @@ class CountedAcks:
         return not self._waiting
 
     async def close(self) -> None:
+        """Stop listening. Bounded: a BLPOP cancelled while redis-py is still connecting can
+        swallow the cancellation and never return, which must not hang the shutdown."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
+            if stuck:
+                log.warning("%d Redis reader(s) did not stop within %.0fs; leaving them",
+                            len(stuck), CLOSE_TIMEOUT)
         await self._client.aclose()

@@ -9,11 +9,12 @@ what ``logsig health gateway`` and the container healthcheck read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from gateway.acks import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class HealthMonitor:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded, like the acks listener: redis-py can swallow a cancellation mid-connect.
+            await asyncio.wait([self._task], timeout=CLOSE_TIMEOUT)
         await self._client.aclose()
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -129,8 +129,6 @@ class Gateway:
 async def serve(settings: Settings) -> int:
     publisher = RedisPublisher(settings)
     gateway = Gateway(settings, publisher)
-    await gateway.start()
-    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -141,9 +139,12 @@ async def serve(settings: Settings) -> int:
         log.info("%s received: shutting down", signal.Signals(signum).name)
         stop.set()
 
+    # Before anything starts: a SIGTERM during start-up still means a graceful stop.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
+        tune_gc()
+        await gateway.start()
         await stop.wait()
         await gateway.shutdown()
     finally:

@@ -177,6 +177,15 @@ def test_sigterm_publishes_buffered_events_and_exits_zero(
     assert "shutting down" in proc.output()
 
 
+def test_sigterm_right_after_start_up_exits_zero_promptly(start_gateway: StartGateway) -> None:
+    """A SIGTERM while the Redis readers are still connecting (redis-py can swallow that
+    cancellation) still ends in a graceful exit, not a hang."""
+    for _ in range(5):
+        proc, _port = start_gateway(ACK_MODE="counted")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, proc.output()
+
+
 def test_no_ack_while_redis_is_unreachable(start_gateway: StartGateway) -> None:
     proc, port = start_gateway(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     with connect(port) as sock:
