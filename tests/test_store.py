@@ -9,12 +9,13 @@ import pytest
 import redis
 
 from logsig.batch import Batch, Chunk, Segment
+from logsig.errors import ProtocolError
 from logsig.keys import Keys
 from logsig.settings import Settings
 from workers.aggregate import MATCH_SAMPLES, aggregate, flatten
 from workers.engine import ReferenceEngine
 from workers.rules import load_rules
-from workers.tasks import WorkerState, build_state, process_batch
+from workers.tasks import WorkerState, build_state, process_batch, process_stored
 
 # Threshold rules add matches (and alerts) of their own; tests/test_thresholds.py covers them.
 PLAIN_RULES = [r for r in load_rules() if r.threshold is None]
@@ -154,3 +155,26 @@ def test_key_prefix_is_respected(redis_server, redis_client: redis.Redis) -> Non
     state = build_state(Settings(redis_url=redis_server.url, key_prefix="other"), PLAIN_RULES)
     process_batch(state, make_batch(), now=NOW)
     assert all(k.startswith("other:") for k in redis_client.keys("*"))
+
+
+def test_a_task_naming_any_other_key_is_refused_and_the_key_untouched(
+        state: WorkerState, redis_client: redis.Redis) -> None:
+    process_batch(state, make_batch(), now=NOW)
+    for key in (KEYS.totals, "logsig:batch:", "other:batch:x", 42):
+        with pytest.raises(ProtocolError):
+            process_stored(state, key)  # type: ignore[arg-type]
+    assert redis_client.hget(KEYS.totals, "lines") == "8"
+
+
+def test_a_stored_batch_is_recorded_once_and_deleted(state: WorkerState,
+                                                     redis_client: redis.Redis) -> None:
+    key = KEYS.batch("t1")
+    redis_client.set(key, make_batch().pack())
+    process_stored(state, key)
+    assert not redis_client.exists(key)
+    process_stored(state, key)  # delivered again: the batch is gone, nothing happens
+    assert redis_client.hget(KEYS.totals, "lines") == "8"
+    redis_client.set(key, b"\xc1 not msgpack")
+    with pytest.raises(ProtocolError):
+        process_stored(state, key)
+    assert not redis_client.exists(key)  # a malformed batch is dropped, not kept forever
