@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
 """Bytes per read: large, so splitting and decoding run in bulk."""
 MAX_LINE = READ_SIZE
-_PLUS_ONE = (1).__add__
 """A line still unterminated after this many bytes is shipped as it is (bounds memory)."""
+_PLUS_ONE = (1).__add__
 
 FileKey = tuple[int, int]
 """A file's identity, ``(st_dev, st_ino)``: survives renames, changes on re-creation."""
@@ -80,18 +80,21 @@ def split_lines(data: bytes, base: int = 0) -> tuple[list[str], list[int]]:
     so decoding all of ``data`` at once yields exactly one string per byte line.
     """
     text = data.decode("utf-8", "replace")
+    resplit = "\r" in text  # CRLF: the lines are the text's pieces without their "\r"
     # Byte length of each line with its newline; for ASCII the text's pieces are the bytes'.
-    pieces = text.split("\n") if data.isascii() else data.split(b"\n")
-    pieces.pop()  # the empty piece after the final newline
-    ends = list(accumulate(map(_PLUS_ONE, map(len, pieces)), initial=base))
-    del ends[0]
-    if "\r" in text:
-        lines = text.replace("\r\n", "\n").split("\n")
-        lines.pop()
-    elif pieces and type(pieces[0]) is str:
-        lines = pieces  # type: ignore[assignment]
-    else:
+    if data.isascii():
         lines = text.split("\n")
+        lines.pop()  # the empty piece after the final newline
+        lengths = map(len, lines)
+    else:
+        raw = data.split(b"\n")
+        raw.pop()
+        lengths = map(len, raw)
+        resplit = True
+    ends = list(accumulate(map(_PLUS_ONE, lengths), initial=base))
+    del ends[0]
+    if resplit:
+        lines = text.replace("\r\n", "\n").split("\n")
         lines.pop()
     return lines, ends
 

@@ -31,9 +31,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -166,15 +166,24 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+S = TypeVar("S", bound=Stack)
+
+
 @contextmanager
-def stack(batch_size: int, timeout: float = 1.0) -> Iterator[tuple[Stack, redis.Redis]]:
-    """A started :class:`Stack` in a temporary directory, stopped however the block ends."""
-    with tempfile.TemporaryDirectory(prefix="logsig-e2e-") as tmp:
-        s = Stack(Path(tmp), batch_size, timeout)
+def running(make: Callable[[Path], S], prefix: str) -> Iterator[tuple[S, redis.Redis]]:
+    """A stack made in a temporary directory and started, stopped however the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        s = make(Path(tmp))
         try:
             yield s, s.start()
         finally:
             s.stop()
+
+
+def stack(batch_size: int, timeout: float = 1.0) -> AbstractContextManager[
+        tuple[Stack, redis.Redis]]:
+    """A started :class:`Stack` (redis, gateway, worker)."""
+    return running(lambda workdir: Stack(workdir, batch_size, timeout), "logsig-e2e-")
 
 
 def counted(client: redis.Redis) -> int:

@@ -26,10 +26,9 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -40,7 +39,7 @@ import redis
 from agents.block import Block
 from agents.encoder import FrameEncoder
 from benchmarks._common import corpus, percentile, redis_server_args, wait
-from benchmarks.e2e import Stack, _pings, median_of, usage
+from benchmarks.e2e import Stack, _pings, median_of, running, usage
 from gateway.server import _loop_factory
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
@@ -188,16 +187,11 @@ class GatewayStack(Stack):
             return False
 
 
-@contextmanager
-def gateway_stack(event_loop: str,
-                  max_connections: int) -> Iterator[tuple[GatewayStack, redis.Redis]]:
+def gateway_stack(event_loop: str, max_connections: int) -> AbstractContextManager[
+        tuple[GatewayStack, redis.Redis]]:
     """A started stack, every child process stopped on the way out (errors included)."""
-    with tempfile.TemporaryDirectory(prefix="logsig-gwbench-") as tmp:
-        stack = GatewayStack(Path(tmp), event_loop, max_connections)
-        try:
-            yield stack, stack.start()
-        finally:
-            stack.stop()
+    return running(lambda workdir: GatewayStack(workdir, event_loop, max_connections),
+                   "logsig-gwbench-")
 
 
 def queued(client: redis.Redis) -> int:

@@ -20,13 +20,13 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.background import stop_tasks
 from logsig.keys import Keys
 
 log = logging.getLogger(__name__)
 
 POP_BATCH = 1000
 PURGE_INTERVAL = 30.0
-CLOSE_TIMEOUT = 2.0  # seconds to wait for the listener tasks at shutdown
 
 
 class AckSink(Protocol):
@@ -110,13 +110,5 @@ class CountedAcks:
         return not self._waiting
 
     async def close(self) -> None:
-        """Stop listening. Bounded: a BLPOP cancelled while redis-py is still connecting can
-        swallow the cancellation and never return, which must not hang the shutdown."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
-            if stuck:
-                log.warning("%d Redis reader(s) did not stop within %.0fs; leaving them",
-                            len(stuck), CLOSE_TIMEOUT)
+        await stop_tasks(self._tasks, "counted-acks")
         await self._client.aclose()

@@ -24,6 +24,7 @@ import redis
 import redis.asyncio as aredis
 from celery import group
 
+from gateway.background import stop_tasks
 from logsig.celeryconf import make_celery
 from logsig.errors import ProtocolError
 from logsig.jobwire import TASK_NAME, ChunkResult, ChunkTask, decode_note
@@ -182,9 +183,7 @@ class ResultInbox:
             queue.put_nowait(index)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_tasks([self._task], "analysis inbox")
 
 
 def connect(settings: Settings) -> aredis.Redis:

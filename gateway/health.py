@@ -14,7 +14,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.acks import CLOSE_TIMEOUT
+from gateway.background import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,7 @@ class HealthMonitor:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="health")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            # Bounded, like the acks listener: redis-py can swallow a cancellation mid-connect.
-            await asyncio.wait([self._task], timeout=CLOSE_TIMEOUT)
+        await stop_tasks([self._task], "health")
         await self._client.aclose()
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

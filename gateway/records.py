@@ -8,21 +8,23 @@ is kept as compact JSON so no event is silently dropped. Lines longer than
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-from gateway.limits import truncate_lines
+from gateway.limits import truncate, truncate_lines
 from logsig.batch import Chunk, ChunkBuilder, Segment
-from logsig.forward import ForwardMessage, Record, event_seconds
+from logsig.errors import ProtocolError
+from logsig.forward import ForwardMessage, Record, event_seconds, ext_value
 
 LINE_FIELDS = ("message", "log", "msg", "line")
 HOST_FIELDS = ("host", "hostname")
 SOURCE_FIELDS = ("source", "path", "file")
 
-_TIME, _RECORD = itemgetter(0), itemgetter(1)
+_RECORD = itemgetter(1)
 _MESSAGE, _HOST, _SOURCE = itemgetter("message"), itemgetter("host"), itemgetter("source")
 
 
@@ -56,9 +58,9 @@ def record_line(record: Record) -> str:
 
 def _json_value(value: object) -> object:
     """What JSON cannot hold: EventTimes (kept raw by the decoder) as Unix times, else repr."""
-    if type(value) is slice and value.start == 0 and isinstance(value.stop, bytes) \
-            and len(value.stop) == 8:
-        return event_seconds(value)
+    if type(value) is slice:
+        with contextlib.suppress(ProtocolError):
+            return ext_value(value)
     return repr(value)
 
 
@@ -110,29 +112,21 @@ def _uniform_lines(events: Sequence[Any]) -> tuple[str, str, list[str]] | None:
 
 def _general_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
                    max_line_bytes: int) -> Chunk:
-    host = source = None
-    lines: list[str] = []
-    times: list[tuple[str, str, float, int]] = []  # (host, source, time, first line) runs
-    for ts, record in message.events:
-        h, s = record.get("host"), record.get("source")
-        if type(h) is not str or not h:
-            h = _field(record, HOST_FIELDS, peer_host)
-        if type(s) is not str or not s:
-            s = _field(record, SOURCE_FIELDS, message.tag)
-        if h != host or s != source:
-            host, source = h, s
-            times.append((_clean(h), _clean(s), float(ts), len(lines)))
-        line = record.get("message")
-        if type(line) is str and line.isascii() and not line.endswith(("\n", "\r")):
-            lines.append(line)
-        else:
-            lines.append(record_line(record))
-    truncated = truncate_lines(lines, max_line_bytes)
     builder = ChunkBuilder(chunk_id)
-    ends = [start for *_, start in times[1:]] + [len(lines)]
-    for (h, s, ts, start), end in zip(times, ends, strict=True):
-        for line in lines[start:end]:
-            builder.add(h, s, ts, line)
+    cut = 0
+    for ts, record in message.events:
+        host, source = record.get("host"), record.get("source")
+        if type(host) is not str or not host:
+            host = _field(record, HOST_FIELDS, peer_host)
+        if type(source) is not str or not source:
+            source = _field(record, SOURCE_FIELDS, message.tag)
+        line = record.get("message")
+        if type(line) is not str or not line.isascii() or line.endswith(("\n", "\r")):
+            line = record_line(record)
+        short = truncate(line, max_line_bytes)
+        if short is not None:
+            line, cut = short, cut + 1
+        builder.add(_clean(host), _clean(source), ts, line)
     chunk = builder.build()
-    chunk.truncated = truncated
+    chunk.truncated = cut
     return chunk

@@ -154,9 +154,15 @@ def _check_text(value: str, what: str) -> str:
     return value
 
 
+def ext_value(raw: slice) -> Any:
+    """An ext value kept raw by ``ext_hook=slice`` (see :func:`event_seconds`), decoded as the
+    other decoders do: an EventTime becomes a Unix time, any other ext type is refused."""
+    return _ext_hook(raw.start, raw.stop)
+
+
 def _check_time(value: object) -> float:
-    if type(value) is slice:  # an ext value kept raw by ext_hook=slice
-        return _ext_hook(value.start, value.stop)  # type: ignore[no-any-return]
+    if type(value) is slice:
+        return ext_value(value)  # type: ignore[no-any-return]
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = type(value).__name__
         raise ProtocolError(f"event time must be an integer or EventTime, got {kind}")
@@ -196,9 +202,10 @@ def _check_events(entries: Sequence[Any]) -> list[Event]:
     """Every entry a (time, record) pair, checked in whole-list C passes: this runs for
     every line received. Any doubt goes entry by entry, for the precise error."""
     try:
-        if set(map(type, entries)) == {list}:
-            entries = list(map(tuple, entries))
-        if (set(map(len, entries)) == {2} and set(map(type, entries)) == {tuple}
+        shapes = set(map(type, entries))
+        if shapes == {list}:
+            entries, shapes = list(map(tuple, entries)), {tuple}
+        if (shapes == {tuple} and set(map(len, entries)) == {2}
                 and set(map(type, map(_SECOND, entries))) == {dict}):
             times = list(map(_FIRST, entries))
             kinds = set(map(type, times))

@@ -6,8 +6,11 @@ and fail under CI (``CI=true``), so a broken install cannot pass as green.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -141,3 +144,26 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise LookupError(field)
+
+
+def run_quick_benchmark(module: str, out: Path, timeout: float) -> tuple[str, dict]:
+    """``python -m benchmarks.<module> --quick --out OUT``: its output and its JSON report.
+
+    It runs in its own process group; on timeout the group is ended, so no redis-server,
+    gateway, worker or agent the benchmark started outlives the test.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the benchmarks stop their stacks on SIGTERM
+        try:
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # nothing left of the group
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"benchmark still running after {timeout} s:\n{output}")
+    assert proc.returncode == 0, output
+    return output, json.loads(out.read_text())

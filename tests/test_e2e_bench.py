@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import run_quick_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -26,31 +20,9 @@ def check_latency(figures: dict, prefix: str = "") -> None:
     assert 0 < p50 <= p95 <= p99 <= figures[f"{prefix}max_ms"] < 30_000
 
 
-def run_group(args: list[str], timeout: float) -> tuple[int, str]:
-    """Run the benchmark in its own process group; on timeout end the group, so no
-    redis-server, gateway, worker or agent it started outlives the test."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=ROOT, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # the benchmark stops its stacks on SIGTERM
-        try:
-            output, _ = proc.communicate(timeout=30)
-        finally:
-            with contextlib.suppress(ProcessLookupError):  # nothing left of the group
-                os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"benchmark still running after {timeout} s:\n{output}")
-    return proc.returncode, output
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_benchmark_quick_run(tmp_path: Path) -> None:
-    out = tmp_path / "e2e.json"
-    code, output = run_group([sys.executable, "-m", "benchmarks.e2e", "--quick", "--out",
-                              str(out)], timeout=240)
-    assert code == 0, output
-    report = json.loads(out.read_text())
+    output, report = run_quick_benchmark("e2e", tmp_path / "e2e.json", timeout=240)
     pipeline = report["pipeline"]
     assert pipeline["lines"] == 20_000 and pipeline["lines_per_s"] > 0
     assert all(pipeline[f"cpu_{part}"] > 0 for part in ("gateway", "worker", "redis", "agents"))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 
 from gateway.server import _loop_factory
 from logsig.errors import SettingsError
-from tests.conftest import ROOT
+from tests.conftest import run_quick_benchmark
 
 
 def test_event_loop_setting_picks_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,11 +27,7 @@ def test_event_loop_setting_picks_the_loop(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_benchmark_quick_run(tmp_path: Path) -> None:
-    out = tmp_path / "gateway.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gateway", "--quick", "--out",
-                           str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
+    output, report = run_quick_benchmark("gateway", tmp_path / "gateway.json", timeout=120)
     assert len(report) == 4  # three closed-loop points and the idle scenario
     for name, point in report.items():
         assert "reason" not in point, f"{name}: {point}"
@@ -51,4 +45,4 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     # Paced, not saturated: what was offered is what got through.
     assert scenario["uvloop"]["lines_per_s"] == pytest.approx(20_000, rel=0.2)
     assert set(scenario["targets"]) == {"uvloop", "asyncio"}
-    assert "uvloop/asyncio" in proc.stdout and "target < 200" in proc.stdout
+    assert "uvloop/asyncio" in output and "target < 200" in output

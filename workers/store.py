@@ -121,12 +121,12 @@ def _flat(counts: dict[str, int]) -> list[Any]:
 class ResultStore:
     """The worker's only writer to Redis; one instance per worker process."""
 
-    def __init__(self, client: redis.Redis, settings: Settings,
-                 rules: Sequence[Rule] = (), raw: redis.Redis | None = None) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, rules: Sequence[Rule] = ()) -> None:
         """``rules`` are the engine's, in its order: threshold hits name them by index."""
         self.client = client
         self.rules = tuple(rules)
-        self.raw = raw if raw is not None else redis.Redis.from_url(settings.redis_url)
+        # Stored batches are msgpack bytes: a second client that does not decode replies.
+        self._raw = redis.Redis.from_url(settings.redis_url)
         self.keys = Keys(settings.key_prefix)
         self.settings = settings
         self._record = client.register_script(_RECORD)
@@ -139,12 +139,11 @@ class ResultStore:
 
     def fetch(self, key: str) -> bytes | None:
         """The packed batch stored under ``key`` (bytes, not decoded text), or None."""
-        data = self.raw.get(key)
-        return data if isinstance(data, bytes) or data is None else bytes(data)
+        return self._raw.get(key)  # type: ignore[return-value]
 
     def discard(self, key: str) -> None:
         """Drop a stored batch that cannot be processed (it was logged by the caller)."""
-        self.raw.delete(key)
+        self._raw.delete(key)
 
     def record(self, deltas: Sequence[ChunkDelta], now: float | None = None,
                reply_to: str | None = None, stored_as: str | None = None) -> tuple[int, int]:
