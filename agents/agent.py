@@ -157,7 +157,7 @@ class Agent:
                 continue
             log.info("resending chunk %s (%d line(s)) left unacked", intent.chunk, kept.lines)
             self.lines_read += kept.lines
-            frame = self._encoder.frame(entries, kept.lines, intent.chunk)
+            frame = self._encoder.frame(blocks, entries, intent.chunk)
             await self._client.reserve()
             self._client.put(Chunk(intent.chunk, frame, kept.lines))
 
@@ -177,7 +177,7 @@ class Agent:
         chunk_id = new_chunk_id()
         entries = [self._encoder.entries(b) for b in blocks]
         lines = sum(map(len, blocks))
-        frame = self._encoder.frame(entries, lines, chunk_id)
+        frame = self._encoder.frame(blocks, entries, chunk_id)
         if len(frame) > self.settings.max_frame_bytes and lines > 1:
             for half in halve(blocks):  # the gateway would refuse it: MAX_FRAME_BYTES
                 await self._send_chunk(half)

@@ -3,8 +3,9 @@
 A segment is re-read from its file (found by identity, even renamed) and split exactly as
 the tailer split it: newlines and CRLF, the swallowed late newline after a cut line, a last
 line shipped unterminated (``cut``). Its fingerprint must match the one taken when it was
-first sent. What cannot be rebuilt (file deleted, truncated, rewritten) is logged with the
-chunk id, the file and the number of lines lost; the rest still goes out under the id.
+first sent (in this encoding, or in the one agents used before lean records). What cannot
+be rebuilt (file deleted, truncated, rewritten) is logged with the chunk id, the file and
+the number of lines lost; the rest still goes out under the id.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block],
         try:
             block = read_segment(seg)
             packed = encoder.entries(block)
-            if fingerprint(packed) != seg.check:
+            if (fingerprint(packed) != seg.check
+                    and fingerprint(encoder.legacy_entries(block)) != seg.check):
                 raise SegmentLost("its bytes changed since it was sent")
         except (SegmentLost, OSError) as exc:
             log.warning("chunk %s: %d line(s) of %s (bytes %d-%d) can no longer be replayed: %s",

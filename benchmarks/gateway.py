@@ -97,17 +97,19 @@ class Frames:
         self.chunk_lines = chunk_lines
         now = time.time()
         self._encoders = [FrameEncoder(TAG, f"bench-agent-{n}") for n in range(ENCODERS)]
-        self._entries = [
-            enc.entries(Block("bench", now, lines[n * chunk_lines:(n + 1) * chunk_lines]))
-            for n, enc in enumerate(self._encoders)
-        ]
-        self._tiny = self._encoders[0].entries(Block("bench", now, ["idle agent says hello"]))
+        self._blocks = [Block("bench", now, lines[n * chunk_lines:(n + 1) * chunk_lines])
+                        for n in range(ENCODERS)]
+        self._entries = [enc.entries(b) for enc, b in zip(self._encoders, self._blocks,
+                                                          strict=True)]
+        self._tiny_block = Block("bench", now, ["idle agent says hello"])
+        self._tiny = self._encoders[0].entries(self._tiny_block)
 
     def chunk(self, n: int, chunk_id: str) -> bytes:
-        return self._encoders[0].frame([self._entries[n % ENCODERS]], self.chunk_lines, chunk_id)
+        k = n % ENCODERS
+        return self._encoders[k].frame([self._blocks[k]], [self._entries[k]], chunk_id)
 
     def tiny(self, chunk_id: str) -> bytes:
-        return self._encoders[0].frame([self._tiny], 1, chunk_id)
+        return self._encoders[0].frame([self._tiny_block], [self._tiny], chunk_id)
 
 
 class AgentConnection(asyncio.Protocol):

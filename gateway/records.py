@@ -1,7 +1,8 @@
 """Turn Forward events into batch chunks: which field is the line, the host, the source.
 
-Our agents send ``{"message", "source", "host"}``; Fluent Bit's tail input sends ``log``,
-fluent-logger clients send whatever dict the application logs. A record with no text field
+Our agents send lean ``{"message"}`` records with their host and sources in the frame's
+options (older agents sent ``{"message", "source", "host"}``); Fluent Bit's tail input sends
+``log``, fluent-logger clients send whatever dict the application logs. A record with no text field
 is kept as compact JSON so no event is silently dropped. Lines longer than
 ``MAX_LINE_BYTES`` are cut here (:mod:`gateway.limits`) and counted in ``chunk.truncated``.
 """
@@ -75,18 +76,66 @@ def _field(record: Record, names: tuple[str, ...], default: str) -> str:
 def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: int = 0) -> Chunk:
     """One chunk per request; without a client chunk id the gateway assigns one.
 
-    Runs for every line received, so the shape our agents send (text ``message``, one
-    ``host`` and one ``source`` per request) is handled in whole-list C calls; anything else
-    goes line by line.
+    Runs for every line received, so the shapes our agents send (lean ``{"message"}``
+    records with ``host`` and ``sources`` options, or one ``host`` and ``source`` in every
+    record) are handled in whole-list C calls; anything else goes line by line.
     """
     chunk_id = message.chunk or f"gw-{uuid.uuid4().hex}"
-    uniform = _uniform_lines(message.entries)
-    if uniform is None:
-        return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
-    host, source, lines = uniform
-    truncated = truncate_lines(lines, max_line_bytes)
-    ts = event_seconds(message.entries[0][0])
-    return Chunk(chunk_id, [Segment.of(host, source, ts, lines)], truncated)
+    entries = message.entries
+    if message.sources is not None:
+        lines = _lean_lines(entries)
+        if lines is not None:
+            truncated = truncate_lines(lines, max_line_bytes)
+            host = message.host or peer_host
+            segments, start = [], 0
+            for source, end in _merged_runs(message.sources):
+                ts = event_seconds(entries[start][0])
+                segments.append(Segment.of(host, source, ts, lines[start:end]))
+                start = end
+            return Chunk(chunk_id, segments, truncated)
+    else:
+        uniform = _uniform_lines(entries)
+        if uniform is not None:
+            host, source, lines = uniform
+            truncated = truncate_lines(lines, max_line_bytes)
+            ts = event_seconds(entries[0][0])
+            return Chunk(chunk_id, [Segment.of(host, source, ts, lines)], truncated)
+    return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
+
+
+def _merged_runs(runs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """``(source, end index)`` per segment: neighbouring runs of one source make one, as
+    :class:`ChunkBuilder` would."""
+    merged: list[tuple[str, int]] = []
+    end = 0
+    for source, count in runs:
+        end += count
+        if merged and merged[-1][0] == source:
+            merged[-1] = (source, end)
+        else:
+            merged.append((source, end))
+    return merged
+
+
+def _plain(lines: list[str]) -> bool:
+    """Whether every item is a str of ASCII text without line breaks (a TypeError if not
+    all are str): such lines join into a segment as they are."""
+    text = "\n".join(lines)
+    return text.isascii() and "\r" not in text and text.count("\n") == len(lines) - 1
+
+
+def _lean_lines(events: Sequence[Any]) -> list[str] | None:
+    """The lines if every record is exactly ``{"message": <plain ASCII line>}``."""
+    if not events:
+        return None
+    try:
+        records = list(map(_RECORD, events))
+        if set(map(len, records)) != {1}:
+            return None
+        lines = list(map(_MESSAGE, records))
+        return lines if _plain(lines) else None
+    except (KeyError, TypeError):
+        return None
 
 
 def _uniform_lines(events: Sequence[Any]) -> tuple[str, str, list[str]] | None:
@@ -97,15 +146,15 @@ def _uniform_lines(events: Sequence[Any]) -> tuple[str, str, list[str]] | None:
         records = list(map(_RECORD, events))
         lines = list(map(_MESSAGE, records))
         hosts, sources = set(map(_HOST, records)), set(map(_SOURCE, records))
-        text = "\n".join(lines)  # TypeError unless every message is a str
+        if not _plain(lines):
+            return None
     except (KeyError, TypeError):
         return None
     if len(hosts) != 1 or len(sources) != 1:
         return None
     host, source = hosts.pop(), sources.pop()
     if (type(host) is not str or type(source) is not str or not host or not source
-            or not text.isascii() or not (host + source).isascii() or "\r" in text
-            or text.count("\n") != len(lines) - 1):
+            or not (host + source).isascii()):
         return None
     return host, source, lines
 
@@ -114,12 +163,15 @@ def _general_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
                    max_line_bytes: int) -> Chunk:
     builder = ChunkBuilder(chunk_id)
     cut = 0
-    for ts, record in message.events:
+    default_host = message.host or peer_host
+    runs = message.sources or ((message.tag, len(message.entries)),)
+    default_sources = [source for source, count in runs for _ in range(count)]
+    for (ts, record), default_source in zip(message.events, default_sources, strict=True):
         host, source = record.get("host"), record.get("source")
         if type(host) is not str or not host:
-            host = _field(record, HOST_FIELDS, peer_host)
+            host = _field(record, HOST_FIELDS, default_host)
         if type(source) is not str or not source:
-            source = _field(record, SOURCE_FIELDS, message.tag)
+            source = _field(record, SOURCE_FIELDS, default_source)
         line = record.get("message")
         if type(line) is not str or not line.isascii() or line.endswith(("\n", "\r")):
             line = record_line(record)

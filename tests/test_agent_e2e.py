@@ -177,9 +177,8 @@ def test_subprocess_agent_follows_a_file_exactly_once_in_order(tmp_path: Path) -
             assert len(gw.deliveries()) == len(gw.received)  # nothing sent twice
             for msg in gw.received:
                 assert msg.mode == "packed" and len(msg.events) <= 100
-                for _, rec in msg.events:
-                    assert rec["source"] == str(log) and rec["host"] == "sub-agent"
-                    assert set(rec) == {"message", "source", "host"}
+                assert msg.host == "sub-agent" and {s for s, _ in msg.sources} == {str(log)}
+                assert all(set(rec) == {"message"} for _, rec in msg.events)
 
     asyncio.run(main())
     registry = json.loads((tmp_path / "registry.json").read_text())
@@ -268,7 +267,7 @@ def test_stdin_agent_ships_until_eof_and_exits_zero(tmp_path: Path) -> None:
             proc.stdin.close()
             assert await asyncio.wait_for(proc.wait(), 8) == 0
             assert gw.lines() == lines
-            assert {rec["source"] for m in gw.received for _, rec in m.events} == {"stdin"}
+            assert {s for m in gw.received for s, _ in m.sources} == {"stdin"}
 
     asyncio.run(main())
     assert not (tmp_path / "registry.json").exists()  # nothing to remember for stdin

@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import random
 
+import msgpack
+
 from agents.block import Block
 from agents.client import backoff, new_chunk_id
 from agents.encoder import FrameEncoder
 from logsig.forward import FrameDecoder, pack_event
 
+LINES = ["plain", "ünïcödé", "x" * 70_000, ""]
 
-def test_entries_match_the_shared_codec_byte_for_byte() -> None:
-    block = Block("/var/log/app.log", 1_700_000_000.123456, ["plain", "ünïcödé", "x" * 70_000])
+
+def test_entries_are_lean_records_byte_for_byte() -> None:
+    block = Block("/var/log/app.log", 1_700_000_000.9, LINES)
+    expected = b"".join(msgpack.packb([1_700_000_000, {"message": line}]) for line in LINES)
+    assert FrameEncoder("logsig", "agent-1").entries(block) == expected
+    assert FrameEncoder("logsig", "agent-1").entries(Block("stdin", 1.0, [])) == b""
+
+
+def test_legacy_entries_are_what_earlier_agents_sent() -> None:
+    block = Block("/var/log/app.log", 1_700_000_000.123456, LINES)
     record = {"source": "/var/log/app.log", "host": "agent-1"}
     expected = b"".join(pack_event(block.time, {"message": line, **record})
                         for line in block.lines)
-    assert FrameEncoder("logsig", "agent-1").entries(block) == expected
+    assert FrameEncoder("logsig", "agent-1").legacy_entries(block) == expected
 
 
-def test_frame_is_one_packed_forward_with_size_and_chunk() -> None:
+def test_frame_is_one_packed_forward_with_host_and_source_runs() -> None:
     blocks = [Block("stdin", 1.5, ["a", "b"]), Block("generator", 2.25, ["c"]),
               Block("stdin", 3.0, [])]
     chunk = new_chunk_id()
     frame = FrameEncoder("my.tag", "h").encode(blocks, chunk)
     [msg] = FrameDecoder(1 << 20).feed(frame)
     assert (msg.tag, msg.chunk, msg.mode) == ("my.tag", chunk, "packed")
-    assert msg.events == [(1.5, {"message": "a", "source": "stdin", "host": "h"}),
-                          (1.5, {"message": "b", "source": "stdin", "host": "h"}),
-                          (2.25, {"message": "c", "source": "generator", "host": "h"})]
+    assert msg.events == [(1, {"message": "a"}), (1, {"message": "b"}),
+                          (2, {"message": "c"})]
+    assert (msg.host, msg.sources) == ("h", (("stdin", 2), ("generator", 1)))
+    options = msgpack.unpackb(frame)[2]
+    assert options == {"size": 3, "chunk": chunk, "host": "h",
+                       "sources": [["stdin", 2], ["generator", 1]]}
 
 
 def test_chunk_ids_are_unique() -> None:

@@ -44,6 +44,19 @@ def test_rebuild_gives_back_the_same_entries_after_a_rename(tmp_path: Path) -> N
     assert [ENCODER.entries(b) for b in blocks] == entries
 
 
+def test_a_chunk_left_by_an_agent_before_lean_records_is_still_replayed(
+        tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"first\nsecond\n")
+    src, sink = tail(log), Collect()
+    asyncio.run(src.poll(sink, Clock()))
+    old = Intent.of("c-old", sink.blocks, [ENCODER.legacy_entries(b) for b in sink.blocks])
+    kept, blocks, entries = rebuild(old, ENCODER)
+    assert kept == old
+    assert entries == [ENCODER.entries(b) for b in blocks]  # resent in today's encoding
+    assert [line for b in blocks for line in b.lines] == ["first", "second"]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete", "rewrite"])
 def test_lines_that_cannot_be_rebuilt_are_named_and_counted(
         tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -112,6 +112,13 @@ def test_ack_encoding() -> None:
         (["t", 1], "message mode needs"),
         ([b"\xff\xfe", 1, {}], "tag is not valid UTF-8"),
         (["t", 1, {}, {"chunk": b"\x00\x80"}], "option 'chunk' is not valid UTF-8"),
+        (["t", [[1, {}]], {"host": ""}], "option 'host' must be a non-empty string"),
+        (["t", [[1, {}]], {"host": 7}], "option 'host' must be a non-empty string"),
+        (["t", [[1, {}]], {"sources": "s"}], "option 'sources' must be an array"),
+        (["t", [[1, {}]], {"sources": [["s", 0], ["s", 1]]}], "option 'sources' must hold"),
+        (["t", [[1, {}]], {"sources": [["", 1]]}], "option 'sources' must hold"),
+        (["t", [[1, {}]], {"sources": [["s", True]]}], "option 'sources' must hold"),
+        (["t", [[1, {}]], {"sources": [["s", 2]]}], "'sources' covers 2 events but 1 arrived"),
     ],
 )
 def test_wrong_shapes_are_protocol_errors(value: object, reason: str) -> None:

@@ -6,6 +6,8 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.block import Block
+from agents.encoder import FrameEncoder
 from gateway.limits import TRUNCATED_MARKER
 from gateway.records import _general_chunk, message_to_chunk
 from logsig import forward
@@ -23,6 +25,19 @@ def decoded(events: list[tuple[float, dict]], chunk: str = "c1") -> ForwardMessa
     return message
 
 
+def lean(runs: list[tuple[str, list[str]]], host: str | None = "web1") -> ForwardMessage:
+    """Lines as our agents send them: ``{"message"}`` records, host and sources as options."""
+    blocks = [Block(source, 1_700_000_000.0 + n, lines) for n, (source, lines) in enumerate(runs)]
+    encoder = FrameEncoder("app", host or "unused")
+    frame = encoder.encode(blocks, "c1")
+    if host is None:  # a client that names its sources but not its host
+        tag, entries, option = msgpack.unpackb(frame)
+        del option["host"]
+        frame = msgpack.packb([tag, entries, option])
+    (message,) = forward.FrameDecoder(LIMIT).feed(frame)
+    return message
+
+
 def general(message: ForwardMessage, max_line_bytes: int = 0) -> Chunk:
     return _general_chunk(message.chunk or "", message, "10.0.0.9", max_line_bytes)
 
@@ -35,6 +50,23 @@ def test_agent_records_take_one_segment_with_the_first_event_time() -> None:
     assert (seg.host, seg.source, seg.count) == ("web1", "/a.log", 5)
     assert seg.time == 1700000000.25 and seg.lines() == [f"line {n}" for n in range(5)]
     assert chunk == general(decoded(events))
+
+
+def test_lean_records_take_a_segment_per_source_run() -> None:
+    message = lean([("/a.log", ["a1", "a2"]), ("/b.log", ["b1"]), ("/a.log", ["a3"])])
+    chunk = message_to_chunk(message, "10.0.0.9")
+    assert [(s.host, s.source, s.time, s.lines()) for s in chunk.segments] == [
+        ("web1", "/a.log", 1_700_000_000, ["a1", "a2"]), ("web1", "/b.log", 1_700_000_001, ["b1"]),
+        ("web1", "/a.log", 1_700_000_002, ["a3"])]
+    assert chunk == general(message)
+
+
+def test_lean_records_without_a_host_option_take_the_peer_address() -> None:
+    message = lean([("/a.log", ["x", "caf\u00e9", "multi\nline"])], host=None)
+    chunk = message_to_chunk(message, "10.0.0.9")  # not plain ASCII: the general path
+    assert [(s.host, s.source, s.count) for s in chunk.segments] == [
+        ("10.0.0.9", "/a.log", 2), ("10.0.0.9", "/a.log", 1)]
+    assert chunk.lines() == ["x", "caf\u00e9", "multi\nline"]
 
 
 def test_other_shapes_fall_back_to_the_general_path() -> None:
@@ -76,3 +108,17 @@ def test_fast_path_equals_general_path(rows: list[tuple[str, str, str]]) -> None
               for n, (host, source, line) in enumerate(rows)]
     message = decoded(events)
     assert message_to_chunk(message, "10.0.0.9", 64) == general(message, 64)
+
+
+AGENT_LINE = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["/a", "/b", "caf\u00e9"]),
+                          st.lists(AGENT_LINE, min_size=1, max_size=5)), min_size=1, max_size=6))
+def test_lean_fast_path_equals_general_path(runs: list[tuple[str, list[str]]]) -> None:
+    message = lean(runs)
+    chunk = message_to_chunk(message, "10.0.0.9", 64)
+    assert chunk == general(message, 64)
+    assert chunk.lines() == [line[:64] + TRUNCATED_MARKER if len(line.encode()) > 64 else line
+                             for _, lines in runs for line in lines]
