@@ -35,25 +35,30 @@ local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
 local fresh, dup, raised = 0, 0, 0
 
 -- The hits of one threshold rule on one key at one log time (a segment's), from one agent:
--- h = {window zset, rule, severity, key, time, agent, count, window, members}
--- An alert is raised when the window crosses the count: below it before these hits (once
--- trimmed to the window), at or above it after. It stays quiet while the window stays up.
+-- h = {window zset, rule, severity, key, time, agent, count, window, members, score, stale}
+-- (score: the time as a zset score; stale: the exclusive upper bound of what the window
+-- has left behind). An alert is raised when the window crosses the count: below it before
+-- these hits (once trimmed to the window), at or above it after. It stays quiet while the
+-- window stays up. Most keys are new and get one hit, so those cases take the fewest calls.
 local function threshold_hits(h)
-  local z, ts, count, window, members = h[1], h[5], h[7], h[8], h[9]
-  local score = string.format('%.6f', ts)
+  local z, count, window, members, score = h[1], h[7], h[8], h[9], h[10]
   local before = redis.call('ZCARD', z)
-  if before > 0 then  -- most keys are new: nothing to trim
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. string.format('%.6f', ts - window))
+  if before > 0 then
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', h[11])
     before = redis.call('ZCARD', z)
   end
   local added = 0
-  for first = 1, #members, 1000 do  -- ZADD in slices: unpack() has a stack limit
-    local scored = {}
-    for i = first, math.min(first + 999, #members) do
-      scored[#scored + 1] = score
-      scored[#scored + 1] = members[i]
+  if #members == 1 then
+    added = redis.call('ZADD', z, score, members[1])
+  else
+    for first = 1, #members, 1000 do  -- ZADD in slices: unpack() has a stack limit
+      local scored = {}
+      for i = first, math.min(first + 999, #members) do
+        scored[#scored + 1] = score
+        scored[#scored + 1] = members[i]
+      end
+      added = added + redis.call('ZADD', z, unpack(scored))
     end
-    added = added + redis.call('ZADD', z, unpack(scored))
   end
   redis.call('EXPIRE', z, math.ceil(window) + 3600)
   local n = before + added
@@ -61,7 +66,7 @@ local function threshold_hits(h)
     local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')[2]
     redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', h[2], 'severity', h[3],
                'key', h[4], 'count', n, 'window', window, 'first', first,
-               'last', string.format('%.3f', ts), 'agent', h[6])
+               'last', string.format('%.3f', h[5]), 'agent', h[6])
     raised = raised + 1
   end
 end
@@ -184,7 +189,8 @@ class ResultStore:
             assert t is not None
             out.append([self.keys.threshold(rule.id, key), rule.id, rule.severity, key, ts,
                         agent, t.count, t.window,
-                        [f"{delta.chunk_id}:{m}" for m in range(n, n + count)]])
+                        [f"{delta.chunk_id}:{m}" for m in range(n, n + count)],
+                        f"{ts:.6f}", f"({ts - t.window:.6f}"])
             n += count
         return out
 
