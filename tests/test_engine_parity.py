@@ -1,6 +1,7 @@
 """Parity of the Hyperscan engine with the re reference on the shipped rules, at scale.
 
-Both entry points, ``scan(lines)`` and ``scan_buffer(joined bytes)``, on three sources: the
+Every entry point, ``scan(lines)``, ``scan_buffer(joined bytes)`` and ``scan_offsets`` (the
+same, lines named by where they start), on three sources: the
 rules' own examples (tests/test_engine.py), Hypothesis lines built from fragments of those
 examples glued with separators built to tempt matches across lines, and 100,000 realistic
 lines (the shared corpus samples plus generated traffic, or generated traffic alone when the
@@ -22,6 +23,23 @@ from workers.engine import HyperscanEngine, ReferenceEngine
 from workers.rules import load_rules
 
 RULES = load_rules()
+
+
+def by_index(data: bytes) -> list[tuple[int, int]] | None:
+    """``HS.scan_offsets(data)`` with each line start offset turned into its line index."""
+    found = HS.scan_offsets(data)
+    if found is None:
+        return None
+    return [(data.count(b"\n", 0, offset), r) for offset, r in found]
+
+
+def offsets_agree(data: bytes, expected: list[tuple[int, int]]) -> bool:
+    """scan_offsets gives ``expected`` (by index) wherever it answers; it must answer on
+    plain ASCII buffers (the worker's usual case)."""
+    got = by_index(data)
+    if got is None:
+        return not data.isascii() or any(b in data for b in b"\x1c\x1d\x1e\x1f")
+    return got == expected
 REF = ReferenceEngine(RULES)
 HS = HyperscanEngine(RULES)
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -39,6 +57,7 @@ def test_parity_on_generated_lines(lines: list[str]) -> None:
     expected = REF.scan(lines)
     assert HS.scan(lines) == expected
     assert HS.scan_buffer("\n".join(lines).encode("utf-8")) == expected
+    assert offsets_agree("\n".join(lines).encode("utf-8"), expected)
 
 
 @settings(max_examples=100, deadline=None)
@@ -52,6 +71,7 @@ def test_parity_on_split_examples(examples: list[str], data: st.DataObject) -> N
     expected = REF.scan(lines)
     assert HS.scan(lines) == expected
     assert HS.scan_buffer("\n".join(lines).encode("utf-8")) == expected
+    assert offsets_agree("\n".join(lines).encode("utf-8"), expected)
 
 
 def _realistic(count: int) -> list[str]:
@@ -75,11 +95,15 @@ def test_parity_on_100k_realistic_lines() -> None:
     with multiprocessing.get_context("fork").Pool(min(4, os.cpu_count() or 1)) as pool:
         expected = pool.map(_ref_scan, batches)
     fast, buffered, ref = [], [], []
+    answered = 0
     for n, batch in enumerate(batches):
         fast += [(n * 5000 + i, r) for i, r in HS.scan(batch)]
         data = "\n".join(batch).encode("utf-8")
         buffered += [(n * 5000 + i, r) for i, r in HS.scan_buffer(data)]
         ref += [(n * 5000 + i, r) for i, r in expected[n]]
+        assert offsets_agree(data, expected[n])
+        answered += HS.scan_offsets(data) is not None
     assert fast == ref
     assert buffered == ref
+    assert answered > 0
     assert len({r for _, r in ref}) >= 25  # the lines exercise many rules, not one

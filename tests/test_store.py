@@ -15,7 +15,7 @@ from logsig.settings import Settings
 from workers.aggregate import MATCH_SAMPLES, aggregate, flatten
 from workers.engine import ReferenceEngine
 from workers.rules import load_rules
-from workers.tasks import WorkerState, build_state, process_batch, process_stored
+from workers.tasks import WorkerState, build_state, process_batch, process_stored, scan_flat
 
 # Threshold rules add matches (and alerts) of their own; tests/test_thresholds.py covers them.
 PLAIN_RULES = [r for r in load_rules() if r.threshold is None]
@@ -131,6 +131,21 @@ def test_expected_counts_from_the_reference_engine(state: WorkerState,
     process_batch(state, batch, now=NOW)
     assert {k: int(v) for k, v in redis_client.hgetall(KEYS.signatures).items()} == expected
     assert sum(expected.values()) == int(redis_client.hget(KEYS.totals, "matches") or 0)
+
+
+def test_lines_named_by_offset_aggregate_as_lines_named_by_index(state: WorkerState) -> None:
+    """The worker's cheap path (``scan_offsets``) gives the deltas the index path gives."""
+    lines = [ex for r in state.rules for ex in (*r.match_examples, *r.nomatch_examples)]
+    lines = [ln for ln in lines if ln.isascii()] * 3
+    batch = Batch("t", [Chunk(f"c{n}", [Segment.of(f"h{k}", f"s{n}", 1.0 + k, lines[n + k::6])
+                                        for k in range(2)]) for n in range(3)])
+    flat = flatten(batch)
+    pairs, by_offset = scan_flat(state.engine, flat)
+    assert by_offset and pairs
+    by_index = state.engine.scan_buffer(flat.text.encode())
+    assert len(pairs) == len(by_index)
+    assert (aggregate(batch, flat, pairs, state.rules, by_offset=True)
+            == aggregate(batch, flat, by_index, state.rules))
 
 
 def test_stream_is_capped(redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]

@@ -30,13 +30,15 @@ MATCH_SAMPLES = 10
 
 @dataclass(slots=True)
 class Span:
-    """Lines ``start .. start + count`` of the flat list belong to one segment of one chunk."""
+    """Lines ``start .. start + count`` of the flat list belong to one segment of one chunk;
+    the first of them begins at character ``offset`` of the flat text."""
 
     start: int
     chunk: int
     host: str
     source: str
     time: float
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +88,26 @@ class Flat:
             self.lines = self.text.split("\n") if self.text is not None and self.count else []
         return self.lines
 
+    def line_at(self, offset: int) -> str:
+        """The line of :attr:`text` that starts at character ``offset``."""
+        assert self.text is not None
+        end = self.text.find("\n", offset)
+        return self.text[offset:] if end < 0 else self.text[offset:end]
+
 
 def flatten(batch: Batch) -> Flat:
     """The batch's lines in order, joined once, and where each segment starts."""
     spans: list[Span] = []
     texts: list[str] = []
-    start, multiline = 0, False
+    start, offset, multiline = 0, 0, False
     for c, chunk in enumerate(batch.chunks):
         for seg in chunk.segments:
             if not seg.count:
                 continue
-            spans.append(Span(start, c, seg.host, seg.source, seg.time))
+            spans.append(Span(start, c, seg.host, seg.source, seg.time, offset))
             texts.append(seg.text)
             start += seg.count
+            offset += len(seg.text) + 1
             multiline = multiline or seg.multiline
     if multiline:
         lines = [line for chunk in batch.chunks for seg in chunk.segments for line in seg.lines()]
@@ -107,8 +116,12 @@ def flatten(batch: Batch) -> Flat:
 
 
 def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
-              rules: Sequence[Rule]) -> list[ChunkDelta]:
-    """One delta per chunk: line/byte counts per segment, then one step per (segment, rule)."""
+              rules: Sequence[Rule], *, by_offset: bool = False) -> list[ChunkDelta]:
+    """One delta per chunk: line/byte counts per segment, then one step per (segment, rule).
+
+    ``pairs`` name lines by index in :meth:`Flat.all_lines` or, ``by_offset``, by the
+    character offset where they start in :attr:`Flat.text` (see ``Engine.scan_offsets``).
+    """
     deltas = [ChunkDelta(chunk.id, truncated=chunk.truncated) for chunk in batch.chunks]
     for chunk, delta in zip(batch.chunks, deltas, strict=True):
         for seg in chunk.segments:
@@ -118,8 +131,11 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
                 delta.agent_lines[seg.host] += seg.count
     if not pairs:
         return deltas
-    lines = flat.all_lines()
-    for span, by_rule in _by_span_and_rule(flat.spans, pairs):
+    if by_offset:
+        starts, line = [s.offset for s in flat.spans], flat.line_at
+    else:
+        starts, line = [s.start for s in flat.spans], flat.all_lines().__getitem__
+    for span, by_rule in _by_span_and_rule(flat.spans, starts, pairs):
         delta = deltas[span.chunk]
         per_agent = delta.agent_signatures.get(span.host)
         if per_agent is None:
@@ -129,23 +145,24 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
             delta.matches += len(found)
             delta.signatures[rule.id] += len(found)
             per_agent[rule.id] += len(found)
-            samples = tuple(lines[i][:MAX_EVENT_LINE] for i in found[:MATCH_SAMPLES])
+            samples = tuple(line(i)[:MAX_EVENT_LINE] for i in found[:MATCH_SAMPLES])
             delta.groups.append(MatchGroup(rule, span.host, span.source, span.time,
                                            len(found), samples))
             if rule.threshold is not None:
                 # Fields come from re, and only for the lines that matched a threshold rule.
                 by = rule.threshold.by
                 for i in found:
-                    key = rule.fields(lines[i]).get(by)
+                    key = rule.fields(line(i)).get(by)
                     if key:
                         delta.hits[(r, key, span.time, span.host)] += 1
     return deltas
 
 
-def _by_span_and_rule(spans: Sequence[Span], pairs: Sequence[tuple[int, int]]
+def _by_span_and_rule(spans: Sequence[Span], starts: Sequence[int],
+                      pairs: Sequence[tuple[int, int]]
                       ) -> list[tuple[Span, dict[int, list[int]]]]:
-    """The (line, rule) pairs (sorted by line) grouped by segment, then by rule."""
-    starts = [s.start for s in spans]
+    """The (line, rule) pairs (sorted by line) grouped by segment, then by rule; ``starts``
+    are the spans' first lines in the pairs' unit (index or offset)."""
     out: list[tuple[Span, dict[int, list[int]]]] = []
     end = -1
     by_rule: dict[int, list[int]] = {}

@@ -46,6 +46,7 @@ _ODD_BYTES = tuple(ch.encode("ascii") for ch in _ODD_CHARS[1:])  # "\n" separate
 # How buffer bytes that are not UTF-8 become text: as the gateway decodes records, so a line
 # reads the same whether it came as bytes or as str (and stays encodable for the results).
 DECODE_ERRORS = "replace"
+_PLUS_ONE = (1).__add__
 
 
 class Engine(ABC):
@@ -66,6 +67,16 @@ class Engine(ABC):
         Subclasses scan the bytes directly where they can: the worker already holds them.
         """
         return self.scan(buffer_lines(data))
+
+    def scan_offsets(self, data: bytes) -> list[Pair] | None:
+        """Sorted unique (line start offset, rule) pairs of ``data`` (as for
+        :meth:`scan_buffer`), or None where this engine cannot give them cheaply.
+
+        For a caller that reads the matched lines out of the buffer itself: no separators
+        counted up to every match and no list of every line, only a backward search from
+        each match to its line's start.
+        """
+        return None
 
     def captures(self, lines: Sequence[str], pairs: Iterable[Pair]) -> dict[Pair, dict[str, str]]:
         """Named groups of the first matching pattern, for already matched pairs only."""
@@ -190,21 +201,34 @@ class HyperscanEngine(Engine):
         extra = _re_scan(self.rules, self.fallback, lines, range(len(lines)))
         return sorted({*found, *extra}) if extra else found
 
+    def scan_offsets(self, data: bytes) -> list[Pair] | None:
+        """One Hyperscan scan of ``data`` keyed by line start offsets, when it is plain ASCII
+        and no rule is decided by ``re`` alone; else None (use :meth:`scan_buffer`)."""
+        if self.fallback or not buffer_ok(data):
+            return None
+        rids, ends = self._hs_hits(data)
+        starts = map(_PLUS_ONE, map(data.rfind, repeat(b"\n"), repeat(0), ends))
+        return sorted(dict.fromkeys(zip(starts, rids, strict=False)))
+
     def _hs_pairs(self, data: bytes) -> list[Pair]:
         """Sorted unique (line, rule) pairs of one scan of ``data``, whose lines are all ASCII
-        without odd characters; prefiltered rules' hits are confirmed with ``re``."""
-        if self._db is None:
-            return []
-        rids: list[int] = []
-        ends: list[int] = []
-        self._db.scan(data, match_event_handler=_collector(rids, ends))
-        if not ends:
-            return []
-        if self._pre and not self._pre.isdisjoint(rids):
-            rids, ends = self._confirmed(data, rids, ends)
+        without odd characters."""
+        rids, ends = self._hs_hits(data)
         # Matches come (almost always) by end offset, so the pairs come (almost) sorted:
         # dict.fromkeys dedupes in order, which keeps the final sort cheap.
         return sorted(dict.fromkeys(zip(line_numbers(data, ends), rids, strict=False)))
+
+    def _hs_hits(self, data: bytes) -> tuple[list[int], list[int]]:
+        """Rule and end offset of every match of one scan of ``data`` (lines all ASCII
+        without odd characters); prefiltered rules' hits are confirmed with ``re``."""
+        rids: list[int] = []
+        ends: list[int] = []
+        if self._db is None:
+            return rids, ends
+        self._db.scan(data, match_event_handler=_collector(rids, ends))
+        if self._pre and not self._pre.isdisjoint(rids):
+            rids, ends = self._confirmed(data, rids, ends)
+        return rids, ends
 
     def _confirmed(self, data: bytes, rids: list[int], ends: list[int]
                    ) -> tuple[list[int], list[int]]:

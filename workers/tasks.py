@@ -51,13 +51,21 @@ def build_state(settings: Settings, rules: Sequence[Rule] | None = None) -> Work
     return WorkerState(loaded, engine, ResultStore(connect(settings), settings, loaded))
 
 
-def scan_flat(engine: Engine, flat: Flat) -> list[tuple[int, int]]:
-    """(line, rule) pairs of the whole batch: one engine call over its joined buffer."""
+def scan_flat(engine: Engine, flat: Flat) -> tuple[list[tuple[int, int]], bool]:
+    """(line, rule) pairs of the whole batch: one engine call over its joined buffer.
+
+    The flag says the pairs name lines by their offset in ``flat.text`` rather than by
+    index (``Engine.scan_offsets``: cheaper when the buffer is plain ASCII).
+    """
     if not flat.count:
-        return []
+        return [], False
     if flat.text is None:
-        return engine.scan(flat.all_lines())
-    return engine.scan_buffer(flat.text.encode("utf-8", "surrogatepass"))
+        return engine.scan(flat.all_lines()), False
+    data = flat.text.encode("utf-8", "surrogatepass")
+    found = engine.scan_offsets(data)
+    if found is not None:
+        return found, True
+    return engine.scan_buffer(data), False
 
 
 def process_batch(state: WorkerState, batch: Batch, now: float | None = None,
@@ -67,8 +75,8 @@ def process_batch(state: WorkerState, batch: Batch, now: float | None = None,
     ``stored_as`` is the batch's key, deleted by the same script that records it.
     """
     flat = flatten(batch)
-    pairs = scan_flat(state.engine, flat)
-    deltas = aggregate(batch, flat, pairs, state.rules)
+    pairs, by_offset = scan_flat(state.engine, flat)
+    deltas = aggregate(batch, flat, pairs, state.rules, by_offset=by_offset)
     fresh, dup = state.store.record(deltas, now, reply_to=batch.reply_to, stored_as=stored_as)
     log.debug("batch: %d lines, %d matches, %d new / %d duplicate chunks",
               flat.count, len(pairs), fresh, dup)
