@@ -567,7 +567,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> bool:
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7, 7))
     top.plot(sizes, rates, "o-", color="tab:blue")
     for x, y in zip(sizes, rates, strict=True):
-        top.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 7),
+        top.annotate(_compact(y), (x, y), textcoords="offset points", xytext=(0, 7),
                      ha="center", fontsize=8)
     top.set_yscale("log")
     top.margins(y=0.2)  # room for the labels
@@ -582,7 +582,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> bool:
     bottom.set_ylabel("line written -> counted in Redis (ms)\nat half that throughput")
     bottom.set_xlabel("BATCH_SIZE (lines, log)")
     bottom.set_xscale("log")
-    bottom.set_xticks(sizes, [f"{x:,}" for x in sizes])
+    bottom.set_xticks(sizes, [_compact(x) for x in sizes])
     bottom.legend()
     for ax in (top, bottom):
         ax.grid(True, which="major", alpha=0.3)
@@ -590,6 +590,11 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def _compact(n: float) -> str:
+    """1, 10, 100, 1k, 5k, 376k: short enough for neighbouring points on a log axis."""
+    return f"{n / 1000:,.0f}k" if n >= 1000 else f"{n:,.0f}"
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
