@@ -485,18 +485,32 @@ def throughput_phase(s: Stack, client: redis.Redis, bulk: Sequence[Path], total:
     start = time.perf_counter()
     for n, path in enumerate(bulk):
         (s.workdir / f"bulk-{n}-1.log").symlink_to(path)
+    progress: list[tuple[float, int]] = []
     while True:
         now = time.perf_counter()
         done = counted(client) - base
+        progress.append((now, done))
         if done >= total or now - start >= seconds:
             break
         time.sleep(0.02)
     cpu = {name: usage(p.pid)[0] - before.get(name, 0.0) for name, p in s.procs.items()}
     return {"lines": done, "seconds": now - start, "lines_per_s": done / (now - start),
+            "steady_lines_per_s": steady_rate(progress, total),
             "bounded_by_time": float(done < total),
             "cpu_gateway": cpu["gateway"], "cpu_worker": cpu["worker"], "cpu_redis": cpu["redis"],
             "cpu_agents": sum(v for k, v in cpu.items() if k.startswith("agent")),
             "cpu_s_per_m_lines": sum(cpu.values()) / max(done, 1) * 1e6}
+
+
+def steady_rate(progress: Sequence[tuple[float, int]], total: int) -> float:
+    """Lines/s between the polls where 10 % and 90 % of ``total`` were first seen counted:
+    the rate once the pipeline is full, without its filling and its last batches draining.
+    0.0 when the run did not get that far."""
+    low = next(((t, n) for t, n in progress if n >= total * 0.1), None)
+    high = next(((t, n) for t, n in progress if n >= total * 0.9), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return 0.0
+    return (high[1] - low[1]) / (high[0] - low[0])
 
 
 def drain(client: redis.Redis, quiet: float = 0.5, limit: float = 30.0) -> None:
