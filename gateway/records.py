@@ -119,9 +119,13 @@ def _merged_runs(runs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 
 def _plain(lines: list[str]) -> bool:
     """Whether every item is a str of ASCII text without line breaks (a TypeError if not
-    all are str): such lines join into a segment as they are."""
-    text = "\n".join(lines)
-    return text.isascii() and "\r" not in text and text.count("\n") == len(lines) - 1
+    all are str): such lines join into a segment as they are.
+
+    Joined without a separator, so each test is one ``memchr``-speed pass (counting the
+    newlines of the joined text instead costs about a cycle a byte).
+    """
+    flat = "".join(lines)
+    return flat.isascii() and "\n" not in flat and "\r" not in flat
 
 
 def _lean_lines(events: Sequence[Any]) -> list[str] | None:
