@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from agents.block import Block
 from agents.encoder import FrameEncoder
-from gateway.limits import TRUNCATED_MARKER
+from gateway.limits import TRUNCATED_MARKER, truncate
 from gateway.records import _general_chunk, message_to_chunk
 from logsig import forward
 from logsig.batch import Chunk
@@ -120,5 +120,4 @@ def test_lean_fast_path_equals_general_path(runs: list[tuple[str, list[str]]]) -
     message = lean(runs)
     chunk = message_to_chunk(message, "10.0.0.9", 64)
     assert chunk == general(message, 64)
-    assert chunk.lines() == [line[:64] + TRUNCATED_MARKER if len(line.encode()) > 64 else line
-                             for _, lines in runs for line in lines]
+    assert chunk.lines() == [truncate(line, 64) or line for _, lines in runs for line in lines]
