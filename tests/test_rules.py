@@ -164,3 +164,12 @@ def test_rules_path_adds_directories_and_files(tmp_path: Path) -> None:
 def test_rules_path_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="rules path does not exist"):
         load_rules(str(tmp_path / "missing"))
+
+
+def test_field_is_one_named_group_of_fields() -> None:
+    """``Rule.field`` (per threshold hit) agrees with ``Rule.fields`` on every example."""
+    for rule in load_rules():
+        names = {n for rx in rule.compiled for n in rx.groupindex} | {"no_such_group"}
+        for line in (*rule.match_examples, *rule.nomatch_examples):
+            for name in names:
+                assert rule.field(line, name) == rule.fields(line).get(name)

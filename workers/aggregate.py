@@ -152,7 +152,7 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
                 # Fields come from re, and only for the lines that matched a threshold rule.
                 by = rule.threshold.by
                 for i in found:
-                    key = rule.fields(line(i)).get(by)
+                    key = rule.field(line(i), by)
                     if key:
                         delta.hits[(r, key, span.time, span.host)] += 1
     return deltas

@@ -86,6 +86,13 @@ class Rule:
             return {}
         return {k: v for k, v in m.groupdict().items() if v is not None}
 
+    def field(self, line: str, name: str) -> str | None:
+        """``fields(line).get(name)`` without building the dict: run for every threshold hit."""
+        m = self.search(line)
+        if m is None or name not in m.re.groupindex:
+            return None
+        return m.group(name)
+
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"title": self.title, "severity": self.severity}
         if self.threshold is not None:
