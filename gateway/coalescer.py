@@ -77,7 +77,7 @@ class Coalescer:
         which passes the turn on while room remains: with thousands of connections waiting,
         waking them all at every publish would cost more than the publish.
         """
-        if self._pending_lines < self._high_water:
+        if self._has_room():
             return
         async with self._room:
             await self._room.wait_for(self._has_room)

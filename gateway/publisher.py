@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
@@ -41,9 +42,13 @@ class _Batches:
         self.queue = settings.queue
         self.ttl = settings.chunk_ttl
 
-    def new(self) -> tuple[str, bytes]:
+    def stage(self, pipe: Any, packed: bytes) -> str:
+        """Queue storing ``packed`` under a new key and its task on ``pipe`` (a transaction,
+        sync or async); returns the key."""
         key = self.keys.batch(uuid.uuid4().hex)
-        return key, self.messages.envelope([key])
+        pipe.set(key, packed, ex=self.ttl)
+        pipe.lpush(self.queue, self.messages.envelope([key]))
+        return key
 
 
 class BatchSender:
@@ -55,11 +60,8 @@ class BatchSender:
 
     def send(self, packed: bytes) -> str:
         """Store ``packed`` (see :meth:`Batch.pack`) and queue its task; returns its key."""
-        b = self._batches
-        key, message = b.new()
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, packed, ex=b.ttl)
-            pipe.lpush(b.queue, message)
+            key = self._batches.stage(pipe, packed)
             pipe.execute()
         return key
 
@@ -77,13 +79,10 @@ class RedisPublisher:
 
     async def publish(self, batch: Batch) -> None:
         """Return once the batch and its task are in Redis; raise :class:`PublishError`."""
-        b = self._batches
-        key, message = b.new()
         packed = batch.pack()
         try:
             async with self._slots, self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, packed, ex=b.ttl)
-                pipe.lpush(b.queue, message)
+                self._batches.stage(pipe, packed)
                 await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise PublishError(f"{type(exc).__name__}: {exc}") from exc

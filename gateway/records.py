@@ -14,7 +14,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
 
 from gateway.limits import truncate, truncate_lines
 from logsig.batch import Chunk, ChunkBuilder, Segment
@@ -81,26 +80,17 @@ def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: in
     record) are handled in whole-list C calls; anything else goes line by line.
     """
     chunk_id = message.chunk or f"gw-{uuid.uuid4().hex}"
-    entries = message.entries
-    if message.sources is not None:
-        lines = _lean_lines(entries)
-        if lines is not None:
-            truncated = truncate_lines(lines, max_line_bytes)
-            host = message.host or peer_host
-            segments, start = [], 0
-            for source, end in _merged_runs(message.sources):
-                ts = event_seconds(entries[start][0])
-                segments.append(Segment.of(host, source, ts, lines[start:end]))
-                start = end
-            return Chunk(chunk_id, segments, truncated)
-    else:
-        uniform = _uniform_lines(entries)
-        if uniform is not None:
-            host, source, lines = uniform
-            truncated = truncate_lines(lines, max_line_bytes)
-            ts = event_seconds(entries[0][0])
-            return Chunk(chunk_id, [Segment.of(host, source, ts, lines)], truncated)
-    return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
+    fast = _fast_lines(message)
+    if fast is None:
+        return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
+    host, runs, lines = fast
+    truncated = truncate_lines(lines, max_line_bytes)
+    segments, start = [], 0
+    for source, end in _merged_runs(runs):
+        ts = event_seconds(message.entries[start][0])
+        segments.append(Segment.of(host or peer_host, source, ts, lines[start:end]))
+        start = end
+    return Chunk(chunk_id, segments, truncated)
 
 
 def _merged_runs(runs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -128,39 +118,36 @@ def _plain(lines: list[str]) -> bool:
     return flat.isascii() and "\n" not in flat and "\r" not in flat
 
 
-def _lean_lines(events: Sequence[Any]) -> list[str] | None:
-    """The lines if every record is exactly ``{"message": <plain ASCII line>}``."""
-    if not events:
-        return None
-    try:
-        records = list(map(_RECORD, events))
-        if set(map(len, records)) != {1}:
-            return None
-        lines = list(map(_MESSAGE, records))
-        return lines if _plain(lines) else None
-    except (KeyError, TypeError):
-        return None
+def _fast_lines(message: ForwardMessage
+                ) -> tuple[str | None, Sequence[tuple[str, int]], list[str]] | None:
+    """(host, source runs, lines) when the frame has one of our agents' shapes, else None.
 
-
-def _uniform_lines(events: Sequence[Any]) -> tuple[str, str, list[str]] | None:
-    """(host, source, lines) if every record is a plain ASCII line of one host and source."""
+    Lean records (exactly ``{"message"}``) take host and sources from the frame's options;
+    records that each carry ``message``, ``host`` and ``source`` must all name one host and
+    one source. Either way every line must be plain (:func:`_plain`).
+    """
+    events = message.entries
     if not events:
         return None
     try:
         records = list(map(_RECORD, events))
         lines = list(map(_MESSAGE, records))
-        hosts, sources = set(map(_HOST, records)), set(map(_SOURCE, records))
-        if not _plain(lines):
-            return None
+        if message.sources is not None:
+            if set(map(len, records)) != {1}:
+                return None
+            host, runs = message.host, message.sources
+        else:
+            hosts, sources = set(map(_HOST, records)), set(map(_SOURCE, records))
+            if len(hosts) != 1 or len(sources) != 1:
+                return None
+            host, source = hosts.pop(), sources.pop()
+            if (type(host) is not str or type(source) is not str or not host or not source
+                    or not (host + source).isascii()):
+                return None
+            runs = ((source, len(lines)),)
+        return (host, runs, lines) if _plain(lines) else None
     except (KeyError, TypeError):
         return None
-    if len(hosts) != 1 or len(sources) != 1:
-        return None
-    host, source = hosts.pop(), sources.pop()
-    if (type(host) is not str or type(source) is not str or not host or not source
-            or not (host + source).isascii()):
-        return None
-    return host, source, lines
 
 
 def _general_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,

@@ -135,10 +135,7 @@ def event_seconds(ts: Any) -> float:
     costs no Python call per event; it arrives as ``slice(0, <8 bytes>)`` and only the
     times someone reads are converted.
     """
-    if type(ts) is slice:
-        seconds, nanos = _EVENT_TIME.unpack(ts.stop)
-        return float(seconds) + nanos / 1e9
-    return float(ts)
+    return ext_value(ts) if type(ts) is slice else float(ts)  # type: ignore[no-any-return]
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -291,9 +288,9 @@ def _check_option(value: object) -> Record:
     if compressed not in (None, "gzip", "text"):
         raise ProtocolError(f"unsupported compression {compressed!r}")
     host = value.get("host")
-    if host is not None and (not isinstance(host, str) or not host):
-        raise ProtocolError("option 'host' must be a non-empty string")
     if host is not None:
+        if not isinstance(host, str) or not host:
+            raise ProtocolError("option 'host' must be a non-empty string")
         _check_text(host, "option 'host'")
     return value
 

@@ -153,12 +153,10 @@ class Settings:
                      "read_timeout", "analyze_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
-        if self.ack_mode not in ACK_MODES:
-            raise SettingsError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, "
-                                f"got {self.ack_mode!r}")
-        if self.event_loop not in EVENT_LOOPS:
-            raise SettingsError(f"EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, "
-                                f"got {self.event_loop!r}")
+        for name, choices in (("ack_mode", ACK_MODES), ("event_loop", EVENT_LOOPS)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{ENV_NAMES[name]} must be one of {', '.join(choices)}, "
+                                    f"got {getattr(self, name)!r}")
         for a, b in (("tls_cert_file", "tls_key_file"),
                      ("tls_client_cert_file", "tls_client_key_file")):
             if bool(getattr(self, a)) != bool(getattr(self, b)):

@@ -7,9 +7,9 @@ are late, workers can die) adds nothing but ``totals.duplicates`` (and no thresh
 Threshold rules keep a sliding window per (rule, key) in a sorted set scored by log time; the
 same script trims it, counts it and, when it crosses the rule's count, writes one alert to
 ``keys.alerts``, so the count holds across any number of worker processes without a race. The
-arguments travel as one
-msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is computed here from
-:class:`logsig.keys.Keys` and passed in, so the key schema stays defined in one place.
+arguments travel as one msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is
+computed here from :class:`logsig.keys.Keys` and passed in, so the key schema stays defined
+in one place.
 """
 
 from __future__ import annotations

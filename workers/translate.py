@@ -39,7 +39,6 @@ ASCII = range(128)
 _CHAR_SETS: dict[tuple[str, int], frozenset[int]] = {}
 # Bytes Hyperscan never sees: lines with them are decided by re (see workers.engine).
 _UNSEEN = frozenset([*range(0x1C, 0x20), *range(0x80, 0x100)])
-_SEEN = frozenset(b for b in ASCII if b != NEWLINE and b not in _UNSEEN)
 
 
 class Untranslatable(Exception):
