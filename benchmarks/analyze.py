@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from agents.generator import generate_lines
-from benchmarks._common import wait
+from benchmarks._common import redis_server_args, wait
 from logsig.analyze import submit
 from logsig.net import free_port
 from logsig.settings import Settings
@@ -70,8 +70,7 @@ def cluster(workdir: Path, workers: int) -> Iterator[Settings]:
                                           cwd=workdir))
 
     try:
-        spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(workdir)], "redis")
+        spawn(redis_server_args(redis_port, workdir), "redis")
         wait(lambda: _port_open(redis_port), 10, "redis-server")
         spawn([sys.executable, "-m", "logsig", "worker", "--concurrency", str(workers)],
               "worker")

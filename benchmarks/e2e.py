@@ -33,12 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 
-from benchmarks._common import corpus, percentile, wait
+from benchmarks._common import corpus, percentile, redis_server_args, wait
 from logsig.batch import TASK_NAME, Batch, chunk_of
 from logsig.celeryconf import make_celery
 from logsig.keys import Keys
@@ -128,11 +129,15 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start(self) -> redis.Redis:
-        self.spawn("redis", "redis-server", "--port", str(self.redis_port), "--bind",
-                   "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir))
+    def start_redis(self) -> redis.Redis:
+        """The stack's redis-server, answering; a client that decodes replies."""
+        self.spawn("redis", *redis_server_args(self.redis_port, self.workdir))
         client = redis.Redis(port=self.redis_port, decode_responses=True)
         wait(lambda: _pings(client), 10, "redis")
+        return client
+
+    def start(self) -> redis.Redis:
+        client = self.start_redis()
         self.spawn("worker", sys.executable, "-m", "logsig", "worker", "--concurrency", "2")
         self.spawn("gateway", sys.executable, "-m", "logsig", "gateway")
         wait(lambda: client.hlen(KEYS.rules) > 0, 30, "worker start-up")
@@ -192,15 +197,16 @@ def counted(client: redis.Redis) -> int:
     return int(client.hget(KEYS.totals, "lines") or 0)
 
 
-def split_files(lines: Sequence[str], agents: int, directory: Path) -> list[Path]:
-    """The lines cut into one file per agent (equal shares; the remainder is dropped)."""
+def split_files(lines: Sequence[str], agents: int, directory: Path) -> tuple[list[Path], int]:
+    """The lines cut into one file per agent (equal shares; the remainder is dropped), and
+    how many lines the files hold in all (the first ones of ``lines``)."""
     per_agent = len(lines) // agents
     paths = []
     for n in range(agents):
         path = directory / f"app-{n}.log"
         path.write_text("\n".join(lines[n * per_agent:(n + 1) * per_agent]) + "\n")
         paths.append(path)
-    return paths
+    return paths, per_agent * agents
 
 
 def spawn_agents(s: Stack, patterns: Sequence[str], role: str) -> None:
@@ -217,8 +223,7 @@ def run_pipeline(lines: list[str], agents: int, batch_size: int) -> dict[str, fl
     the CPU figures include any process's start-up.
     """
     with stack(batch_size) as (s, client):
-        paths = split_files(lines, agents, s.workdir)
-        total = len(lines) // agents * agents
+        paths, total = split_files(lines, agents, s.workdir)
         size = sum(len(ln) + 1 for ln in lines[:total])
         thr = throughput_phase(s, client, paths, total, PIPELINE_LIMIT_S)
         if thr["bounded_by_time"]:
@@ -254,7 +259,7 @@ def run_naive(lines: list[str]) -> dict[str, float]:
 
 
 def run_ceiling(lines: list[str], batch_size: int) -> dict[str, float]:
-    engine = make_engine(load_rules())
+    engine = make_engine(shipped_rules())
     batches = [lines[i:i + batch_size] for i in range(0, len(lines), batch_size)]
     cpu0, started = time.process_time(), time.perf_counter()
     for batch in batches:
@@ -270,9 +275,15 @@ def marker_line(n: int) -> str:
             f'"-" "${{jndi:ldap://203.0.113.77:1389/lsbench-{n}}}"')
 
 
+@cache
+def shipped_rules() -> tuple[Rule, ...]:
+    """The shipped packs, parsed and compiled once per run (the ceiling, the marker rule)."""
+    return tuple(load_rules())
+
+
 def marker_rule() -> Rule:
     """The rule the sample lines trip; exits if the packs no longer flag them, severely."""
-    rule = next((r for r in load_rules() if r.id == MARKER_RULE), None)
+    rule = next((r for r in shipped_rules() if r.id == MARKER_RULE), None)
     if rule is None or rule.search(marker_line(0)) is None:
         raise SystemExit(f"rule {MARKER_RULE} missing or not matching {marker_line(0)!r}")
     if rule.severity not in ("high", "critical"):
@@ -311,7 +322,6 @@ class MatchWatcher:
 
     def __init__(self, port: int) -> None:
         self.seen: dict[int, float] = {}
-        self.entries = 0
         self.hidden = 0
         self._client = redis.Redis(port=port, decode_responses=True)
         last = self._client.xrevrange(KEYS.matches, count=1)
@@ -341,15 +351,14 @@ class MatchWatcher:
 
     def _note(self, reply: Any, now: float) -> None:
         for _stream, entries in reply or ():
-            self.entries += len(entries)
             self._last = entries[-1][0]
             for _id, fields in entries:
                 if fields.get("rule") == MARKER_RULE:
                     # One entry per rule and segment: ``count`` matches, the first 10 in
                     # ``lines``. Only sample lines trip the rule (see ``without_marker_rule``),
                     # so count - ids are samples the stream did not show.
-                    ids = MARKER_RE.findall(fields.get("lines", fields.get("line", "")))
-                    self.hidden += int(fields.get("count", len(ids))) - len(ids)
+                    ids = MARKER_RE.findall(fields["lines"])
+                    self.hidden += int(fields["count"]) - len(ids)
                     for i in ids:
                         self.seen.setdefault(int(i), now)
 
@@ -387,19 +396,19 @@ class PacedWriter:
         """Write for ``seconds`` (or until ``until()``), sampling ``markers_per_s`` lines;
         returns the seconds it ran."""
         start = time.perf_counter()
-        written, marks, now = 0, 0, start
+        base, marks, now = self.written, 0, start
         while now - start < seconds and not (until is not None and until()):
-            due = int((now - start) * self.rate) - written
+            due = int((now - start) * self.rate) - (self.written - base)
             mark = markers_per_s > 0 and len(self.sent) < MAX_SAMPLES and \
                 marks < (now - start) * markers_per_s
             if due > 0:
-                written += self._write(due, mark)
+                self._write(due, mark)
                 marks += mark
             time.sleep(WRITE_TICK)
             now = time.perf_counter()
         return now - start
 
-    def _write(self, due: int, mark: bool) -> int:
+    def _write(self, due: int, mark: bool) -> None:
         """``due`` lines spread over the files, one of them a sample if ``mark``."""
         n = len(self.fds)
         shares = [due // n + (i < due % n) for i in range(n)]
@@ -415,7 +424,6 @@ class PacedWriter:
             if sample is not None:
                 self.sent[sample] = time.perf_counter()
         self.written += due
-        return due
 
 
 def latency_stats(sent: dict[int, float], seen: dict[int, float],
@@ -539,9 +547,8 @@ def run_sweep(lines: list[str], live: list[str], agents: int, batches: Sequence[
               timeout: float, seconds: float, repeat: int) -> dict[str, Any]:
     """Every BATCH_SIZE of the sweep, medians over ``repeat`` runs per point: the corpus
     replayed for throughput, ``live`` (no Log4Shell lines of its own) paced for latency."""
-    total = len(lines) // agents * agents  # what split_files writes
     with tempfile.TemporaryDirectory(prefix="logsig-sweep-") as tmp:
-        bulk = split_files(lines, agents, Path(tmp))
+        bulk, total = split_files(lines, agents, Path(tmp))
         points = []
         for size in batches:
             point = median_of([run_sweep_point(live, bulk, total, size, timeout, seconds)
@@ -713,7 +720,7 @@ def main() -> int:
     lines, source = corpus(args.lines)
     live = without_marker_rule(lines)
     print(f"corpus: {len(lines):,} lines ({source}); {args.agents} agents, batch {args.batch}, "
-          f"{len(load_rules())} rules, median of {args.repeat}", flush=True)
+          f"{len(shipped_rules())} rules, median of {args.repeat}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     report = throughput_report(args, lines)
@@ -721,10 +728,10 @@ def main() -> int:
     report["latency"] = None if args.skip_latency else latency_report(args, live, sustained)
     report["batch_sweep"] = None if args.skip_sweep else sweep_report(args, lines, live)
     # Everything shares the machine's cores: a busy machine makes every figure worse.
-    report["machine"] = {"cpus": os.cpu_count(), "loadavg_1m_start": load,
-                         "loadavg_1m_end": os.getloadavg()[0]}
-    print(f"\nmachine: {os.cpu_count()} cpus, load average (1 min) {load:.2f} at the start, "
-          f"{os.getloadavg()[0]:.2f} at the end")
+    end, cpus = os.getloadavg()[0], os.cpu_count()
+    report["machine"] = {"cpus": cpus, "loadavg_1m_start": load, "loadavg_1m_end": end}
+    print(f"\nmachine: {cpus} cpus, load average (1 min) {load:.2f} at the start, "
+          f"{end:.2f} at the end")
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")
     return 0

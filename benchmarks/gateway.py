@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +38,8 @@ import redis
 
 from agents.block import Block
 from agents.encoder import FrameEncoder
-from benchmarks._common import corpus, percentile, redis_server_args, wait
-from benchmarks.e2e import Stack, _pings, median_of, running, usage
+from benchmarks._common import corpus, percentile, wait
+from benchmarks.e2e import Stack, median_of, running, usage
 from gateway.server import _loop_factory
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
@@ -88,6 +88,10 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     lines: int = 0
     max_lag: float = 0.0  # how late the load generator sent a paced chunk, at worst
+
+    def add(self, latency: float, lines: int) -> None:
+        self.latencies.append(latency)
+        self.lines += lines
 
 
 class Frames:
@@ -171,9 +175,7 @@ class GatewayStack(Stack):
                         MAX_CONNECTIONS=str(max_connections))
 
     def start(self) -> redis.Redis:
-        self.spawn("redis", *redis_server_args(self.redis_port, self.workdir))
-        client = redis.Redis(port=self.redis_port, decode_responses=True)
-        wait(lambda: _pings(client), 10, "redis")
+        client = self.start_redis()
         gateway = self.spawn("gateway", sys.executable, "-m", "logsig", "gateway")
         wait(lambda: self._accepting(gateway), 30, "the gateway to listen")
         return client
@@ -248,15 +250,19 @@ async def warm_up(conns: list[AgentConnection], frames: Frames) -> None:
                            for n, c in enumerate(conns)))
 
 
+def send(conn: AgentConnection, frames: Frames, index: int, n: int) -> Awaitable[float]:
+    """Connection ``index``'s ``n``-th chunk; resolves to its ack latency."""
+    chunk_id = f"{index}-{n}"
+    return conn.request(chunk_id, frames.chunk(index + n, chunk_id))
+
+
 async def closed_loop(conn: AgentConnection, index: int, frames: Frames, until: float,
                       max_chunks: int, tally: Tally) -> None:
     """Send, wait for the ack, send again: until the deadline or ``max_chunks``."""
     for n in range(max_chunks):
         if time.perf_counter() >= until:
             return
-        chunk_id = f"{index}-{n}"
-        tally.latencies.append(await conn.request(chunk_id, frames.chunk(index + n, chunk_id)))
-        tally.lines += frames.chunk_lines
+        tally.add(await send(conn, frames, index, n), frames.chunk_lines)
 
 
 async def paced(conn: AgentConnection, index: int, frames: Frames, start: float,
@@ -269,12 +275,9 @@ async def paced(conn: AgentConnection, index: int, frames: Frames, start: float,
         if delay > 0:
             await asyncio.sleep(delay)
         tally.max_lag = max(tally.max_lag, -delay)
-        chunk_id = f"{index}-{n}"
-        pending.append(asyncio.ensure_future(conn.request(chunk_id,
-                                                          frames.chunk(index + n, chunk_id))))
+        pending.append(asyncio.ensure_future(send(conn, frames, index, n)))
     for latency in await asyncio.gather(*pending):
-        tally.latencies.append(latency)
-        tally.lines += frames.chunk_lines
+        tally.add(latency, frames.chunk_lines)
 
 
 async def active_phase(conns: list[AgentConnection], point: Point, load: Load,
@@ -389,9 +392,10 @@ def table_rows(name: str, result: dict[str, object]) -> list[str]:
     for loop in (*LOOPS, "ratio_uvloop_over_asyncio"):
         figures = result[loop]
         assert isinstance(figures, dict)
-        label = "uvloop/asyncio" if loop.startswith("ratio") else loop
-        cells = [(f"{figures[key]:,.2f}x" if loop.startswith("ratio") else fmt.format(
-            figures[key])) if key in figures else "-" for _, key, fmt in COLUMNS]
+        is_ratio = loop.startswith("ratio")
+        label = "uvloop/asyncio" if is_ratio else loop
+        cells = [(f"{figures[key]:,.2f}x" if is_ratio else fmt.format(figures[key]))
+                 if key in figures else "-" for _, key, fmt in COLUMNS]
         rows.append(f"{name:>28} {label:>14} " + " ".join(f"{c:>11}" for c in cells))
     return rows
 

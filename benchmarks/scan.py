@@ -135,10 +135,8 @@ def measure(rules: list[Rule], batches: list[list[str]], repeat: int) -> dict[st
         "reference": _rate(sum(map(len, sample)), sample_bytes,
                            _timed({"ref": run_ref}, repeat)["ref"])}
     out["fast_vs_reference"] = out["fast"]["lines_per_s"] / out["reference"]["lines_per_s"]
-    out["bare_vs_fast"] = out["bare"]["lines_per_s"] / out["fast"]["lines_per_s"]
-    out["bare_vs_fast_lines"] = out["bare"]["lines_per_s"] / out["fast_lines"]["lines_per_s"]
-    out["bare_vs_fast_offsets"] = (out["bare"]["lines_per_s"]
-                                   / out["fast_offsets"]["lines_per_s"])
+    for name in ("fast", "fast_lines", "fast_offsets"):
+        out[f"bare_vs_{name}"] = out["bare"]["lines_per_s"] / out[name]["lines_per_s"]
     per_batch = 1e6 / len(batches)
     out["us_per_batch"] = {name: out[name]["median_s"] * per_batch
                            for name in ("bare", "fast", "fast_lines", "fast_offsets")}

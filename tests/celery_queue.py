@@ -20,8 +20,7 @@ def queued_batches(client: redis.Redis, queue: str) -> list[Batch]:
         assert envelope["content-type"] == "application/x-msgpack"
         args, _kwargs, _embed = msgpack.unpackb(base64.b64decode(envelope["body"]), raw=False)
         (key,) = args
-        stored = redis.Redis(connection_pool=client.connection_pool).execute_command(
-            "GET", key, NEVER_DECODE=True)
+        stored = client.execute_command("GET", key, NEVER_DECODE=True)
         batches.append(Batch.unpack(stored))
     return batches
 

@@ -93,10 +93,10 @@ def test_match_stream_entry_keeps_a_sample_of_many_lines(state: WorkerState,
 
 
 def test_redelivered_batch_counts_once(state: WorkerState, redis_client: redis.Redis) -> None:
-    encoded = make_batch()
-    assert process_batch(state, encoded, now=NOW) == (2, 0)
+    batch = make_batch()
+    assert process_batch(state, batch, now=NOW) == (2, 0)
     before = {k: redis_client.hgetall(k) for k in (KEYS.signatures, KEYS.agents, KEYS.minute(NOW))}
-    assert process_batch(state, encoded, now=NOW) == (0, 2)
+    assert process_batch(state, batch, now=NOW) == (0, 2)
     totals = redis_client.hgetall(KEYS.totals)
     assert totals["lines"] == "8" and totals["batches"] == "1" and totals["chunks"] == "2"
     assert totals["duplicates"] == "8"

@@ -184,10 +184,6 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def log_text(self, name: str) -> str:
-        """What the current run of process ``name`` has logged so far."""
-        return (self.workdir / f"{name}.{self._restarts[name]}.log").read_text(errors="replace")
-
     def start_gateway(self) -> None:
         proc = self.start("gateway", "gateway")
         wait_for_port(self.gateway_port, proc=proc.popen)

@@ -113,7 +113,7 @@ def test_copytruncate_mid_stream(cluster: Cluster) -> None:
     def caught_up(written: int) -> bool:
         return cluster.counts(KEYS.agents)["agent-1"] >= written
     def noticed() -> bool:
-        return "was truncated" in cluster.log_text("agent-1")
+        return "was truncated" in cluster.procs["agent-1"].output()
 
     stream_with_fault(cluster, "rotate: copytruncate",
                       lambda _c, writers: writers[0].copytruncate(caught_up, noticed))
