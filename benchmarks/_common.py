@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import random
 import re
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +111,12 @@ def extra_rules(count: int, seed: int = 11) -> list[Rule]:
         object.__setattr__(rule, "compiled", (re.compile(pattern, rule.re_flags),))
         rules.append(rule)
     return rules
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the benchmarks' ``finally`` blocks stop every child
+    process and remove their temporary directories (a test harness's timeout sends it)."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def wait(predicate: Callable[[], object], timeout: float, what: str,

@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from agents.generator import generate_lines
-from benchmarks._common import redis_server_args, wait
+from benchmarks._common import exit_on_sigterm, redis_server_args, wait
 from logsig.analyze import submit
 from logsig.net import free_port
 from logsig.settings import Settings
@@ -135,6 +135,7 @@ def measure(path: Path, lines: int, workers: int, chunks: int, repeat: int) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=1_000_000, help="file size in lines")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from benchmarks._common import corpus, percentile, redis_server_args, wait
+from benchmarks._common import corpus, exit_on_sigterm, percentile, redis_server_args, wait
 from logsig.batch import TASK_NAME, Batch, chunk_of
 from logsig.celeryconf import make_celery
 from logsig.keys import Keys
@@ -707,11 +706,6 @@ def sweep_report(args: argparse.Namespace, lines: list[str], live: list[str]) ->
     else:
         print("\nno plot: matplotlib is not installed (pip install -e '.[bench]')")
     return sweep
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the stacks' ``finally`` stops every child."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def main() -> int:

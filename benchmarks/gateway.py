@@ -38,7 +38,7 @@ import redis
 
 from agents.block import Block
 from agents.encoder import FrameEncoder
-from benchmarks._common import corpus, percentile, wait
+from benchmarks._common import corpus, exit_on_sigterm, percentile, wait
 from benchmarks.e2e import Stack, median_of, running, usage
 from gateway.server import _loop_factory
 
@@ -441,6 +441,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_on_sigterm()
     args = parse_args(argv)
     fd_limit = raise_nofile()
     load = Load(args.seconds, args.max_lines)
