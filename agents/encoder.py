@@ -1,15 +1,18 @@
 """Turns a batch of blocks into one Forward PackedForward frame.
 
-Each line is a lean record, ``[seconds, {"message": line}]``: the agent's host and each
-block's source travel once per frame, in the ``host`` and ``sources`` options
-(:mod:`logsig.forward`), and the time is whole seconds rather than an EventTime, which the
-gateway could only decode with a Python call per line. The part shared by a block's
-records (array and map headers, time, key) is packed once; only the line is packed per line.
+Each block (lines read together from one source) is one event, ``[seconds, {"message":
+text}]``, its lines joined by ``"\n"``; the ``lines`` option gives each event's line count,
+and the agent's host and the blocks' sources travel once per frame in the ``host`` and
+``sources`` options (:mod:`logsig.forward`). The gateway then takes each text as a batch
+segment as it is, instead of decoding an object per line and joining them again, and
+neither side packs or unpacks anything per line. The time is whole seconds rather than an
+EventTime, which the gateway could only decode with a Python call per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgpack
 
@@ -26,7 +29,26 @@ class FrameEncoder:
         self._packer = msgpack.Packer(use_bin_type=True)
 
     def entries(self, block: Block) -> bytes:
-        """The block's lines as concatenated ``[seconds, {"message": line}]`` entries."""
+        """The block as one ``[seconds, {"message": text}]`` event (nothing if it is empty).
+
+        Lines never hold a newline (every source splits on it); one that did would make the
+        count a lie the gateway refuses, so it is refused here, where the bug is.
+        """
+        if not block.lines:
+            return b""
+        text = "\n".join(block.lines)
+        if text.count("\n") != len(block.lines) - 1:
+            raise ValueError(f"a line of {block.source} holds a newline")
+        return self._packer.pack([int(block.time), {"message": text}])
+
+    def earlier_entries(self, block: Block) -> tuple[bytes, bytes]:
+        """The block's entries as earlier agents packed them, newest first: replaying a chunk
+        such an agent left unacked checks its fingerprint against these."""
+        return self.lean_entries(block), self.legacy_entries(block)
+
+    def lean_entries(self, block: Block) -> bytes:
+        """A ``[seconds, {"message": line}]`` event per line, as agents before block events
+        sent them."""
         if not block.lines:
             return b""
         p = self._packer
@@ -36,8 +58,7 @@ class FrameEncoder:
 
     def legacy_entries(self, block: Block) -> bytes:
         """The entries as agents before the lean records packed them (EventTime, message,
-        source, host per line): replaying a chunk such an agent left unacked checks its
-        fingerprint against these."""
+        source, host per line)."""
         p = self._packer
         head = (p.pack_array_header(2) + p.pack(event_time(block.time)) + p.pack_map_header(3)
                 + p.pack("message"))
@@ -50,7 +71,13 @@ class FrameEncoder:
 
     def frame(self, blocks: Sequence[Block], entries: Sequence[bytes], chunk: str) -> bytes:
         """The frame for ``blocks`` whose entries (:meth:`entries`) are already packed."""
-        sources = [[b.source, len(b.lines)] for b in blocks if b.lines]
-        size = sum(count for _, count in sources)
-        return encode_packed_forward(self.tag, b"".join(entries), size, chunk,
-                                     extra={"host": self.host, "sources": sources})
+        full = [b for b in blocks if b.lines]
+        sources: list[list[Any]] = []
+        for block in full:
+            if sources and sources[-1][0] == block.source:
+                sources[-1][1] += 1
+            else:
+                sources.append([block.source, 1])
+        return encode_packed_forward(
+            self.tag, b"".join(entries), len(full), chunk,
+            extra={"host": self.host, "sources": sources, "lines": [len(b) for b in full]})

@@ -3,7 +3,7 @@
 A segment is re-read from its file (found by identity, even renamed) and split exactly as
 the tailer split it: newlines and CRLF, the swallowed late newline after a cut line, a last
 line shipped unterminated (``cut``). Its fingerprint must match the one taken when it was
-first sent (in this encoding, or in the one agents used before lean records). What cannot
+first sent (in this encoding, or in one that earlier agents used). What cannot
 be rebuilt (file deleted, truncated, rewritten) is logged with the chunk id, the file and
 the number of lines lost; the rest still goes out under the id.
 """
@@ -35,8 +35,9 @@ def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block],
         try:
             block = read_segment(seg)
             packed = encoder.entries(block)
-            if (fingerprint(packed) != seg.check
-                    and fingerprint(encoder.legacy_entries(block)) != seg.check):
+            if fingerprint(packed) != seg.check and all(
+                    fingerprint(earlier) != seg.check
+                    for earlier in encoder.earlier_entries(block)):
                 raise SegmentLost("its bytes changed since it was sent")
         except (SegmentLost, OSError) as exc:
             log.warning("chunk %s: %d line(s) of %s (bytes %d-%d) can no longer be replayed: %s",

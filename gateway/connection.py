@@ -93,8 +93,8 @@ class Connection:
 
     async def _handle(self, data: bytes) -> None:
         for message in self._decoder.feed(data):
-            if self._max_records and len(message.entries) > self._max_records:
-                raise ProtocolError(f"{len(message.entries)} events in one request exceed "
+            if self._max_records and message.line_count > self._max_records:
+                raise ProtocolError(f"{message.line_count} lines in one request exceed "
                                     f"MAX_RECORDS_PER_CHUNK={self._max_records}")
             chunk = message_to_chunk(message, self._peer_host, self._max_line_bytes)
             truncated = chunk.truncated  # counted in totals.truncated by the workers

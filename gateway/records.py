@@ -1,7 +1,9 @@
 """Turn Forward events into batch chunks: which field is the line, the host, the source.
 
-Our agents send lean ``{"message"}`` records with their host and sources in the frame's
-options (older agents sent ``{"message", "source", "host"}``); Fluent Bit's tail input sends
+Our agents send each block of lines as one ``{"message": text}`` event whose line count is
+in the frame's ``lines`` option, with their host and sources in two more options (earlier
+agents sent a lean ``{"message"}`` record per line, and before that ``{"message", "source",
+"host"}``); such a text becomes a segment as it is. Fluent Bit's tail input sends
 ``log``, fluent-logger clients send whatever dict the application logs. A record with no text field
 is kept as compact JSON so no event is silently dropped. Lines longer than
 ``MAX_LINE_BYTES`` are cut here (:mod:`gateway.limits`) and counted in ``chunk.truncated``.
@@ -14,6 +16,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from operator import itemgetter
+from typing import Any
 
 from gateway.limits import truncate, truncate_lines
 from logsig.batch import Chunk, ChunkBuilder, Segment
@@ -80,6 +83,8 @@ def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: in
     record) are handled in whole-list C calls; anything else goes line by line.
     """
     chunk_id = message.chunk or f"gw-{uuid.uuid4().hex}"
+    if message.lines is not None:
+        return _blocks_chunk(chunk_id, message, peer_host, max_line_bytes)
     fast = _fast_lines(message)
     if fast is None:
         return _general_chunk(chunk_id, message, peer_host, max_line_bytes)
@@ -91,6 +96,82 @@ def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: in
         segments.append(Segment.of(host or peer_host, source, ts, lines[start:end]))
         start = end
     return Chunk(chunk_id, segments, truncated)
+
+
+def _blocks_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
+                  max_line_bytes: int) -> Chunk:
+    """Block events (the ``lines`` option, checked by the decoder) as segments: each text is
+    already a segment's text, and neighbouring blocks of one source make one segment."""
+    runs = message.sources or ((message.tag, len(message.entries)),)
+    sources = [source for source, count in runs for _ in range(count)]
+    segments = _Segments(message.host or peer_host)
+    cut = 0
+    for (ts, record), count, source in zip(message.entries, message.lines or (), sources,
+                                           strict=True):
+        text = _clean(record["message"])
+        if _may_hold_long_line(text, max_line_bytes):
+            text, short = _truncated(text, count, max_line_bytes)
+            cut += short
+        segments.add(source, ts, text, count)
+    return Chunk(chunk_id, segments.build(), cut)
+
+
+def _may_hold_long_line(text: str, max_bytes: int) -> bool:
+    """False when no line of ``text`` can exceed ``max_bytes`` UTF-8 bytes, in a few
+    ``memchr`` calls: a line that might (over ``max_bytes // 4`` characters) covers a whole
+    aligned window of ``max_bytes // 8`` characters, so a newline in every window rules it
+    out."""
+    if max_bytes <= 0 or len(text) * 4 <= max_bytes:
+        return False
+    step = max_bytes // 8
+    if step < 256:  # windows too small to be worth it: check the lines themselves
+        return True
+    find = text.find
+    return any(find("\n", i, i + step) < 0 for i in range(0, len(text) - step + 1, step))
+
+
+def _truncated(text: str, count: int, max_line_bytes: int) -> tuple[str, int]:
+    """``text`` (``count`` lines) with its lines cut to ``max_line_bytes``, and how many were."""
+    if count == 1:
+        short = truncate(text, max_line_bytes)
+        return (text, 0) if short is None else (short, 1)
+    lines = text.split("\n")
+    cut = truncate_lines(lines, max_line_bytes)
+    return ("\n".join(lines) if cut else text), cut
+
+
+class _Segments:
+    """Segments from (source, time, text, count) pieces of one host, neighbours of one source
+    joined as :class:`ChunkBuilder` would (a multi-line record stays a segment of its own)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._done: list[Segment] = []
+        self._source: str | None = None
+        self._time: Any = 0
+        self._texts: list[str] = []
+        self._count = 0
+
+    def add(self, source: str, ts: Any, text: str, count: int) -> None:
+        if count == 1 and "\n" in text:
+            self._close()
+            self._done.append(Segment(self.host, source, event_seconds(ts), text, 1))
+            return
+        if source != self._source:
+            self._close()
+            self._source, self._time = source, ts
+        self._texts.append(text)
+        self._count += count
+
+    def _close(self) -> None:
+        if self._source is not None:
+            self._done.append(Segment(self.host, self._source, event_seconds(self._time),
+                                      "\n".join(self._texts), self._count))
+        self._source, self._texts, self._count = None, [], 0
+
+    def build(self) -> list[Segment]:
+        self._close()
+        return self._done
 
 
 def _merged_runs(runs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -21,7 +21,14 @@ import pytest
 from agents.agent import Agent
 from agents.registry import Registry
 from agents.runner import build_sources
-from tests.test_agent_e2e import Gateway, agent_env, settings_for, spawn_agent, write_log
+from tests.test_agent_e2e import (
+    Gateway,
+    agent_env,
+    message_lines,
+    settings_for,
+    spawn_agent,
+    write_log,
+)
 
 TOTAL = 12_000
 
@@ -33,8 +40,8 @@ def assert_exactly_once_per_chunk(gw: Gateway, expected: list[str]) -> None:
     for chunk, deliveries in gw.deliveries().items():
         first = deliveries[0].events
         assert all(d.events == first for d in deliveries[1:]), f"chunk {chunk} changed"
-        for _, record in first:
-            chunks_of[record["message"]].add(chunk)
+        for line in message_lines(deliveries[0]):
+            chunks_of[line].add(chunk)
     assert set(chunks_of) == set(expected)
     twice = {line: ids for line, ids in chunks_of.items() if len(ids) > 1}
     assert not twice, f"{len(twice)} line(s) sent under two chunk ids, e.g. {next(iter(twice))}"

@@ -111,12 +111,19 @@ class Gateway:
 
     def lines(self) -> list[str]:
         """Lines of the first delivery of each chunk, in the order chunks first arrived."""
-        return [rec["message"] for msgs in self.deliveries().values() for _, rec in msgs[0].events]
+        return [line for msgs in self.deliveries().values() for line in message_lines(msgs[0])]
 
     async def wait_lines(self, n: int, timeout: float = 8.0) -> None:
         async with asyncio.timeout(timeout):
             while len(self.lines()) < n:
                 await asyncio.sleep(0.02)
+
+
+def message_lines(msg: ForwardMessage) -> list[str]:
+    """The lines a request carries: an agent's block event holds several (``lines``)."""
+    counts = msg.lines or [1] * len(msg.entries)
+    return [line for (_, rec), n in zip(msg.entries, counts, strict=True)
+            for line in (rec["message"].split("\n") if n > 1 else [rec["message"]])]
 
 
 def settings_for(gw: Gateway, tmp_path: Path, **kw: object) -> Settings:
@@ -176,7 +183,7 @@ def test_subprocess_agent_follows_a_file_exactly_once_in_order(tmp_path: Path) -
             assert gw.lines() == [*first, *more]
             assert len(gw.deliveries()) == len(gw.received)  # nothing sent twice
             for msg in gw.received:
-                assert msg.mode == "packed" and len(msg.events) <= 100
+                assert msg.mode == "packed" and msg.line_count <= 100
                 assert msg.host == "sub-agent" and {s for s, _ in msg.sources} == {str(log)}
                 assert all(set(rec) == {"message"} for _, rec in msg.events)
 

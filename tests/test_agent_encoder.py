@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import msgpack
+import pytest
 
 from agents.block import Block
 from agents.client import backoff, new_chunk_id
@@ -14,11 +15,24 @@ from logsig.forward import FrameDecoder, pack_event
 LINES = ["plain", "ünïcödé", "x" * 70_000, ""]
 
 
-def test_entries_are_lean_records_byte_for_byte() -> None:
+def test_entries_are_one_block_event_byte_for_byte() -> None:
     block = Block("/var/log/app.log", 1_700_000_000.9, LINES)
-    expected = b"".join(msgpack.packb([1_700_000_000, {"message": line}]) for line in LINES)
+    expected = msgpack.packb([1_700_000_000, {"message": "\n".join(LINES)}])
     assert FrameEncoder("logsig", "agent-1").entries(block) == expected
     assert FrameEncoder("logsig", "agent-1").entries(Block("stdin", 1.0, [])) == b""
+
+
+def test_a_line_holding_a_newline_is_refused_where_it_is_encoded() -> None:
+    with pytest.raises(ValueError, match="a line of stdin holds a newline"):
+        FrameEncoder("logsig", "h").entries(Block("stdin", 1.0, ["a", "b\nc"]))
+
+
+def test_lean_entries_are_what_the_previous_agents_sent() -> None:
+    block = Block("/var/log/app.log", 1_700_000_000.9, LINES)
+    expected = b"".join(msgpack.packb([1_700_000_000, {"message": line}]) for line in LINES)
+    encoder = FrameEncoder("logsig", "agent-1")
+    assert encoder.lean_entries(block) == expected
+    assert encoder.earlier_entries(block) == (expected, encoder.legacy_entries(block))
 
 
 def test_legacy_entries_are_what_earlier_agents_sent() -> None:
@@ -29,19 +43,21 @@ def test_legacy_entries_are_what_earlier_agents_sent() -> None:
     assert FrameEncoder("logsig", "agent-1").legacy_entries(block) == expected
 
 
-def test_frame_is_one_packed_forward_with_host_and_source_runs() -> None:
-    blocks = [Block("stdin", 1.5, ["a", "b"]), Block("generator", 2.25, ["c"]),
-              Block("stdin", 3.0, [])]
+def test_frame_is_one_packed_forward_with_an_event_per_block() -> None:
+    blocks = [Block("stdin", 1.5, ["a", "b"]), Block("stdin", 1.75, ["", "d", "e"]),
+              Block("generator", 2.25, ["c"]), Block("stdin", 3.0, [])]
     chunk = new_chunk_id()
     frame = FrameEncoder("my.tag", "h").encode(blocks, chunk)
     [msg] = FrameDecoder(1 << 20).feed(frame)
     assert (msg.tag, msg.chunk, msg.mode) == ("my.tag", chunk, "packed")
-    assert msg.events == [(1, {"message": "a"}), (1, {"message": "b"}),
+    assert msg.events == [(1, {"message": "a\nb"}), (1, {"message": "\nd\ne"}),
                           (2, {"message": "c"})]
-    assert (msg.host, msg.sources) == ("h", (("stdin", 2), ("generator", 1)))
+    assert (msg.host, msg.sources, msg.lines) == ("h", (("stdin", 2), ("generator", 1)),
+                                                  (2, 3, 1))
+    assert msg.line_count == 6
     options = msgpack.unpackb(frame)[2]
     assert options == {"size": 3, "chunk": chunk, "host": "h",
-                       "sources": [["stdin", 2], ["generator", 1]]}
+                       "sources": [["stdin", 2], ["generator", 1]], "lines": [2, 3, 1]}
 
 
 def test_chunk_ids_are_unique() -> None:

@@ -44,13 +44,15 @@ def test_rebuild_gives_back_the_same_entries_after_a_rename(tmp_path: Path) -> N
     assert [ENCODER.entries(b) for b in blocks] == entries
 
 
-def test_a_chunk_left_by_an_agent_before_lean_records_is_still_replayed(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoding", ["lean_entries", "legacy_entries"])
+def test_a_chunk_left_by_an_earlier_agent_is_still_replayed(tmp_path: Path,
+                                                            encoding: str) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"first\nsecond\n")
     src, sink = tail(log), Collect()
     asyncio.run(src.poll(sink, Clock()))
-    old = Intent.of("c-old", sink.blocks, [ENCODER.legacy_entries(b) for b in sink.blocks])
+    pack = getattr(ENCODER, encoding)
+    old = Intent.of("c-old", sink.blocks, [pack(b) for b in sink.blocks])
     kept, blocks, entries = rebuild(old, ENCODER)
     assert kept == old
     assert entries == [ENCODER.entries(b) for b in blocks]  # resent in today's encoding

@@ -119,6 +119,15 @@ def test_ack_encoding() -> None:
         (["t", [[1, {}]], {"sources": [["", 1]]}], "option 'sources' must hold"),
         (["t", [[1, {}]], {"sources": [["s", True]]}], "option 'sources' must hold"),
         (["t", [[1, {}]], {"sources": [["s", 2]]}], "'sources' covers 2 events but 1 arrived"),
+        (["t", [[1, {"message": "a"}]], {"lines": 1}], "option 'lines' must hold one line count"),
+        (["t", [[1, {"message": "a"}]], {"lines": [1, 1]}], "option 'lines' must hold one"),
+        (["t", [[1, {"message": "a"}]], {"lines": [0]}], "option 'lines' must hold one"),
+        (["t", [[1, {"message": "a"}]], {"lines": [True]}], "option 'lines' must hold one"),
+        (["t", [[1, {"log": "a"}]], {"lines": [1]}], "event 0 is not"),
+        (["t", [[1, {"message": "a", "host": "h"}]], {"lines": [1]}], "event 0 is not"),
+        (["t", [[1, {"message": 5}]], {"lines": [1]}], "event 0 is not"),
+        (["t", [[1, {"message": "a"}], [1, {"message": "a\nb"}]], {"lines": [1, 3]}],
+         "option 'lines' gives event 1 3 lines, its message holds 2"),
     ],
 )
 def test_wrong_shapes_are_protocol_errors(value: object, reason: str) -> None:

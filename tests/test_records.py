@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from agents.block import Block
 from agents.encoder import FrameEncoder
 from gateway.limits import TRUNCATED_MARKER, truncate
-from gateway.records import _general_chunk, message_to_chunk
+from gateway.records import _general_chunk, _may_hold_long_line, message_to_chunk
 from logsig import forward
 from logsig.batch import Chunk
 from logsig.forward import ForwardMessage
@@ -25,15 +25,26 @@ def decoded(events: list[tuple[float, dict]], chunk: str = "c1") -> ForwardMessa
     return message
 
 
+def _blocks(runs: list[tuple[str, list[str]]]) -> list[Block]:
+    return [Block(source, 1_700_000_000.0 + n, lines) for n, (source, lines) in enumerate(runs)]
+
+
 def lean(runs: list[tuple[str, list[str]]], host: str | None = "web1") -> ForwardMessage:
-    """Lines as our agents send them: ``{"message"}`` records, host and sources as options."""
-    blocks = [Block(source, 1_700_000_000.0 + n, lines) for n, (source, lines) in enumerate(runs)]
-    encoder = FrameEncoder("app", host or "unused")
-    frame = encoder.encode(blocks, "c1")
-    if host is None:  # a client that names its sources but not its host
-        tag, entries, option = msgpack.unpackb(frame)
-        del option["host"]
-        frame = msgpack.packb([tag, entries, option])
+    """Lines as the previous agents sent them: a ``{"message"}`` record per line, host and
+    sources as options."""
+    blocks = _blocks(runs)
+    entries = b"".join(FrameEncoder("app", "unused").lean_entries(b) for b in blocks)
+    option = {"size": sum(map(len, blocks)), "chunk": "c1",
+              "sources": [[b.source, len(b)] for b in blocks]}
+    if host is not None:  # else a client that names its sources but not its host
+        option["host"] = host
+    (message,) = forward.FrameDecoder(LIMIT).feed(msgpack.packb(["app", entries, option]))
+    return message
+
+
+def agent(runs: list[tuple[str, list[str]]], host: str = "web1") -> ForwardMessage:
+    """Lines as our agents send them: an event per block, with the ``lines`` option."""
+    frame = FrameEncoder("app", host).encode(_blocks(runs), "c1")
     (message,) = forward.FrameDecoder(LIMIT).feed(frame)
     return message
 
@@ -121,3 +132,42 @@ def test_lean_fast_path_equals_general_path(runs: list[tuple[str, list[str]]]) -
     chunk = message_to_chunk(message, "10.0.0.9", 64)
     assert chunk == general(message, 64)
     assert chunk.lines() == [truncate(line, 64) or line for _, lines in runs for line in lines]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["/a", "/b", "caf\u00e9"]),
+                          st.lists(AGENT_LINE, min_size=1, max_size=5)), min_size=1, max_size=6))
+def test_block_events_give_what_lean_records_give(runs: list[tuple[str, list[str]]]) -> None:
+    for limit in (0, 64):
+        assert message_to_chunk(agent(runs), "10.0.0.9", limit) == message_to_chunk(
+            lean(runs), "10.0.0.9", limit)
+
+
+def test_block_events_cut_long_lines_where_the_windows_find_them() -> None:
+    runs = [("/a", ["short", "x" * 5000, "y" * 100]), ("/a", ["z" * 2100]), ("/b", ["w" * 2000])]
+    chunk = message_to_chunk(agent(runs), "p", max_line_bytes=2048)
+    assert chunk == message_to_chunk(lean(runs), "p", max_line_bytes=2048)
+    assert chunk.truncated == 2
+    assert [len(line) for line in chunk.lines()] == [5, 2048 + len(TRUNCATED_MARKER), 100,
+                                                     2048 + len(TRUNCATED_MARKER), 2000]
+    assert [(s.source, s.count) for s in chunk.segments] == [("/a", 4), ("/b", 1)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=40),
+       st.sampled_from([2048, 4096, 10_000]))
+def test_the_long_line_windows_never_miss_one(lengths: list[int], limit: int) -> None:
+    text = "\n".join("\u00e9" * n if n % 3 == 0 else "a" * n for n in lengths)
+    needs_cut = any(truncate(line, limit) is not None for line in text.split("\n"))
+    assert not needs_cut or _may_hold_long_line(text, limit)
+
+
+def test_a_block_event_holding_a_multi_line_record_keeps_it_whole() -> None:
+    entries = b"".join(msgpack.packb([ts, {"message": text}])
+                       for ts, text in [(1, "a\nb"), (2, "one\ntrace")])
+    frame = msgpack.packb(["app", entries, {"size": 2, "lines": [2, 1], "sources": [["/s", 2]]}])
+    (message,) = forward.FrameDecoder(LIMIT).feed(frame)
+    chunk = message_to_chunk(message, "10.0.0.9")
+    assert [(s.source, s.count, s.text) for s in chunk.segments] == [
+        ("/s", 2, "a\nb"), ("/s", 1, "one\ntrace")]
+    assert chunk.segments[1].multiline and chunk.lines() == ["a", "b", "one\ntrace"]
