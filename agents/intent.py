@@ -45,9 +45,9 @@ class Segment:
 
     @classmethod
     def of(cls, block: Block, entries: bytes) -> Segment:
-        if block.key is None or not block.ends:
+        if block.key is None or not block.lines:
             raise ValueError(f"block of {block.source!r} holds no file lines")
-        return cls(block.source, block.key, block.start, block.ends[-1], len(block.lines),
+        return cls(block.source, block.key, block.start, block.end, len(block.lines),
                    block.cut, block.time, fingerprint(entries))
 
     def to_json(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-from agents.block import Block, LineBuffer
+from agents.block import Block, LineBuffer, plain_ends
 from agents.encoder import FrameEncoder
 from agents.identity import find_file, identity
 from agents.intent import Intent, Segment, fingerprint
@@ -66,17 +66,21 @@ def read_segment(seg: Segment) -> Block:
     finally:
         os.close(fd)
     lines, ends = split_segment(data, seg.start, after_cut=after_cut, cut=seg.cut)
-    if len(lines) != seg.lines or not ends or ends[-1] != seg.end:
+    block = Block(seg.path, seg.time, lines, ends, seg.key, seg.start, seg.cut)
+    if len(lines) != seg.lines or not lines or block.end != seg.end:
         raise SegmentLost(f"it now splits into {len(lines)} line(s), not {seg.lines}")
-    return Block(seg.path, seg.time, lines, ends, seg.key, seg.start, seg.cut)
+    return block
 
 
 def split_segment(data: bytes, start: int, *, after_cut: bool,
-                  cut: bool) -> tuple[list[str], list[int]]:
-    """Lines and end offsets of ``data`` (read at ``start``), split as the tailer did."""
+                  cut: bool) -> tuple[list[str], list[int] | None]:
+    """Lines and end offsets of ``data`` (read at ``start``), split as the tailer did (None
+    for the offsets of plain lines, as :meth:`LineBuffer.feed` gives them)."""
     buffer = LineBuffer(start, after_cut=after_cut)
     lines, ends = buffer.feed(data)
     if cut:
         last, last_end = buffer.take()
+        if ends is None:
+            ends = plain_ends(lines, start)
         lines, ends = lines + last, ends + last_end
     return lines, ends

@@ -56,7 +56,7 @@ def test_big_block_is_split_into_exact_size_batches() -> None:
     block = Block("f", 1.0, [str(i) for i in range(10)], list(range(1, 11)), (1, 2))
     batches = b.add(block, now=0.5)
     assert [lines_of(x) for x in batches] == [["x", "0", "1", "2"], ["3", "4", "5", "6"]]
-    assert batches[1][0].ends == [4, 5, 6, 7]  # offsets travel with their lines
+    assert batches[1][0].all_ends() == [4, 5, 6, 7]  # offsets travel with their lines
     assert len(b) == 3 and b.deadline == 1.5  # the rest starts a new batch, timed from now
     assert lines_of(b.flush()) == ["7", "8", "9"]
     assert b.flush() is None

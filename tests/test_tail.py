@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.block import Block, FileKey, LineBuffer, split_lines
+from agents.block import Block, FileKey, LineBuffer, plain_ends, split_lines
 from agents.replay import split_segment
 from agents.tail import TailSource
 
@@ -80,9 +80,24 @@ def test_split_lines_keeps_one_line_per_newline_with_bad_utf8() -> None:
     assert ends == [5, 11]
 
 
+def test_plain_lines_give_their_offsets_only_when_asked() -> None:
+    lines, ends = split_lines(b"a\nbb\n\nccc\n", base=10)
+    assert (lines, ends) == (["a", "bb", "", "ccc"], None)
+    block = Block("f", 1.0, lines, ends, (1, 2), 10)
+    assert block.all_ends() == [12, 15, 16, 20] and block.end == 20
+    head, rest = block.split(2)
+    assert (head.end, rest.start, rest.all_ends()) == (15, 15, [16, 20])
+    assert [block.offset_after(n) for n in range(5)] == [10, 12, 15, 16, 20]
+
+
+def test_a_swallowed_late_newline_makes_the_offsets_explicit() -> None:
+    buf = LineBuffer(7, after_cut=True)  # the line before offset 7 went out unterminated
+    assert buf.feed(b"\nnext\n") == (["next"], [13])
+
+
 def test_line_buffer_holds_partial_line_until_taken() -> None:
     buf = LineBuffer(100)
-    assert buf.feed(b"one\ntw") == (["one"], [104])
+    assert buf.feed(b"one\ntw") == (["one"], None)  # plain: offsets follow from lengths
     assert buf.feed(b"o") == ([], [])
     assert buf.position == 107
     assert buf.feed(b"\r\n") == (["two"], [109])
@@ -101,7 +116,7 @@ def test_appended_lines_are_read_with_their_offsets(tmp_path: Path) -> None:
     asyncio.run(src.poll(sink, clock))
     [block] = sink.blocks
     assert block.lines == ["third", "fourth"]
-    assert block.ends == [20, 28]
+    assert block.all_ends() == [20, 28]
     assert block.source == str(log)
     st = os.stat(log)
     assert block.key == (st.st_dev, st.st_ino)
@@ -120,11 +135,11 @@ def test_unterminated_line_waits_for_partial_line_timeout(tmp_path: Path) -> Non
     assert poll(src, sink, clock) == []
     clock.now = 9.9
     asyncio.run(src.poll(sink, clock))
-    assert [(b.lines, b.ends) for b in sink.blocks] == [(["half more"], [14])]
+    assert [(b.lines, b.all_ends()) for b in sink.blocks] == [(["half more"], [14])]
     sink.take()
     append(log, b"\nnext\n")  # the late newline of the line already shipped: swallowed
     asyncio.run(src.poll(sink, clock))
-    assert [(b.lines, b.start, b.ends) for b in sink.blocks] == [(["next"], 14, [20])]
+    assert [(b.lines, b.start, b.all_ends()) for b in sink.blocks] == [(["next"], 14, [20])]
 
 
 def test_unterminated_line_is_emitted_at_shutdown(tmp_path: Path) -> None:
@@ -140,7 +155,7 @@ def test_unterminated_line_is_emitted_at_shutdown(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert sink.lines == ["a", "b"]
-    assert sink.blocks[-1].ends == [4]
+    assert sink.blocks[-1].all_ends() == [4]
 
 
 def test_rename_rotation_finishes_old_file_before_the_new(tmp_path: Path) -> None:
@@ -152,7 +167,8 @@ def test_rename_rotation_finishes_old_file_before_the_new(tmp_path: Path) -> Non
     log.rename(tmp_path / "app.log.1")
     log.write_bytes(b"e\n")
     asyncio.run(src.poll(sink, clock))
-    assert [(b.lines, b.ends) for b in sink.blocks] == [(["c"], [6]), (["d"], [7]), (["e"], [2])]
+    assert [(b.lines, b.all_ends()) for b in sink.blocks] == [
+        (["c"], [6]), (["d"], [7]), (["e"], [2])]
     assert sink.blocks[0].key != sink.blocks[2].key
 
 
@@ -179,7 +195,7 @@ def test_copytruncate_restarts_at_zero(tmp_path: Path) -> None:
         fh.truncate(0)
     append(log, b"3\n")
     asyncio.run(src.poll(sink, clock))
-    assert [(b.lines, b.ends) for b in sink.blocks] == [(["3"], [2])]
+    assert [(b.lines, b.all_ends()) for b in sink.blocks] == [(["3"], [2])]
 
 
 def test_glob_picks_up_files_created_later(tmp_path: Path) -> None:
@@ -232,17 +248,24 @@ def test_polling_loop_follows_appends_and_new_files(tmp_path: Path) -> None:
     assert sink.lines == ["1", "2", "3"]
 
 
+def fed(buf: LineBuffer, data: bytes) -> tuple[list[str], list[int]]:
+    """What ``buf.feed(data)`` gives, plain lines' offsets computed."""
+    begin = buf.offset
+    lines, ends = buf.feed(data)
+    return lines, plain_ends(lines, begin) if ends is None else ends
+
+
 def test_late_newline_after_a_cut_line_is_swallowed_even_split_across_reads() -> None:
     buf = LineBuffer(0)
-    buf.feed(b"half")
+    fed(buf, b"half")
     assert buf.take() == (["half"], [4])
-    assert buf.feed(b"\r") == ([], [])  # could be the start of a late CRLF: wait
+    assert fed(buf, b"\r") == ([], [])  # could be the start of a late CRLF: wait
     assert buf.take() == ([], [])  # ...and a lone CR after a cut is never a line
-    assert buf.feed(b"\nnext\n") == (["next"], [11])
-    assert buf.feed(b"\n") == ([""], [12])  # a newline after a complete line is a line
-    buf.feed(b"x")
+    assert fed(buf, b"\nnext\n") == (["next"], [11])
+    assert fed(buf, b"\n") == ([""], [12])  # a newline after a complete line is a line
+    fed(buf, b"x")
     buf.take()
-    assert buf.feed(b"y\n") == (["y"], [15])  # not a newline: nothing swallowed
+    assert fed(buf, b"y\n") == (["y"], [15])  # not a newline: nothing swallowed
 
 
 def test_a_reader_resuming_after_a_cut_line_swallows_its_late_newline(tmp_path: Path) -> None:
@@ -255,6 +278,8 @@ def test_a_reader_resuming_after_a_cut_line_swallows_its_late_newline(tmp_path: 
 
 def random_stream(rng: random.Random, size: int) -> bytes:
     pieces = [b"\n", b"\r\n", b"\r", b"\xff", b"\xe2\x82", "é".encode(), b"abc", b"x" * 40]
+    if rng.random() < 0.5:  # plain text: offsets computed from the lines' lengths
+        pieces = [b"\n", b"abc", b"x" * 40, b"\n\n"]
     return b"".join(rng.choice(pieces) for _ in range(size))
 
 
@@ -278,9 +303,11 @@ def test_replay_splits_every_block_exactly_as_the_tailer_did(seed: int) -> None:
             if lines:
                 blocks.append((start, lines, ends, True))
     for start, lines, ends, cut in blocks:
+        block = Block("log", 0.0, lines, ends, (1, 1), start, cut)
         after_cut = start > 0 and data[start - 1:start] != b"\n"
-        got = split_segment(data[start:ends[-1]], start, after_cut=after_cut, cut=cut)
-        assert got == (lines, ends)
+        got, got_ends = split_segment(data[start:block.end], start, after_cut=after_cut, cut=cut)
+        rebuilt = Block("log", 0.0, got, got_ends, (1, 1), start, cut)
+        assert (got, rebuilt.all_ends()) == (lines, block.all_ends())
 
 
 class Writer(threading.Thread):
