@@ -78,9 +78,10 @@ def _field(record: Record, names: tuple[str, ...], default: str) -> str:
 def message_to_chunk(message: ForwardMessage, peer_host: str, max_line_bytes: int = 0) -> Chunk:
     """One chunk per request; without a client chunk id the gateway assigns one.
 
-    Runs for every line received, so the shapes our agents send (lean ``{"message"}``
-    records with ``host`` and ``sources`` options, or one ``host`` and ``source`` in every
-    record) are handled in whole-list C calls; anything else goes line by line.
+    Runs for every line received, so the shapes our agents send are handled whole: block
+    events (the ``lines`` option) become segments as they are; the records of earlier agents
+    (lean ``{"message"}`` records with ``host`` and ``sources`` options, or one ``host`` and
+    ``source`` in every record) go through whole-list C calls; anything else line by line.
     """
     chunk_id = message.chunk or f"gw-{uuid.uuid4().hex}"
     if message.lines is not None:
