@@ -110,7 +110,10 @@ def _blocks_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
     for (ts, record), count, source in zip(message.entries, message.lines or (), sources,
                                            strict=True):
         text = _clean(record["message"])
-        if _may_hold_long_line(text, max_line_bytes):
+        if count == 1 and text.endswith(("\n", "\r")):
+            text = text.rstrip("\r\n")  # one record: trimmed as the general path trims it
+        # One record is one line however many newlines it holds: only its length counts.
+        if count == 1 or _may_hold_long_line(text, max_line_bytes):
             text, short = _truncated(text, count, max_line_bytes)
             cut += short
         segments.add(source, ts, text, count)

@@ -171,3 +171,16 @@ def test_a_block_event_holding_a_multi_line_record_keeps_it_whole() -> None:
     assert [(s.source, s.count, s.text) for s in chunk.segments] == [
         ("/s", 2, "a\nb"), ("/s", 1, "one\ntrace")]
     assert chunk.segments[1].multiline and chunk.lines() == ["a", "b", "one\ntrace"]
+
+
+def test_a_multi_line_record_in_a_block_frame_is_cut_as_one_line() -> None:
+    """Its newlines must not hide its length from ``MAX_LINE_BYTES`` (nor a trailing one
+    make it differ from the same record sent without the ``lines`` option)."""
+    big = ("x" * 100 + "\n") * 100
+    entries = b"".join(msgpack.packb([1, {"message": text}]) for text in (big, "ok\r\n"))
+    frame = msgpack.packb(["app", entries, {"size": 2, "chunk": "c1", "lines": [1, 1]}])
+    (message,) = forward.FrameDecoder(LIMIT).feed(frame)
+    chunk = message_to_chunk(message, "10.0.0.9", max_line_bytes=2048)
+    assert chunk.truncated == 1
+    assert chunk == general(message, max_line_bytes=2048)
+    assert chunk.lines() == [big[:2048] + TRUNCATED_MARKER, "ok"]
