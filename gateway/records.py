@@ -16,7 +16,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
 
 from gateway.limits import truncate, truncate_lines
 from logsig.batch import Chunk, ChunkBuilder, Segment
@@ -105,7 +104,8 @@ def _blocks_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
     already a segment's text, and neighbouring blocks of one source make one segment."""
     runs = message.sources or ((message.tag, len(message.entries)),)
     sources = [source for source, count in runs for _ in range(count)]
-    segments = _Segments(message.host or peer_host)
+    host = message.host or peer_host
+    builder = ChunkBuilder(chunk_id)
     cut = 0
     for (ts, record), count, source in zip(message.entries, message.lines or (), sources,
                                            strict=True):
@@ -116,8 +116,10 @@ def _blocks_chunk(chunk_id: str, message: ForwardMessage, peer_host: str,
         if count == 1 or _may_hold_long_line(text, max_line_bytes):
             text, short = _truncated(text, count, max_line_bytes)
             cut += short
-        segments.add(source, ts, text, count)
-    return Chunk(chunk_id, segments.build(), cut)
+        builder.add(host, source, event_seconds(ts), text, count)
+    chunk = builder.build()
+    chunk.truncated = cut
+    return chunk
 
 
 def _may_hold_long_line(text: str, max_bytes: int) -> bool:
@@ -142,40 +144,6 @@ def _truncated(text: str, count: int, max_line_bytes: int) -> tuple[str, int]:
     lines = text.split("\n")
     cut = truncate_lines(lines, max_line_bytes)
     return ("\n".join(lines) if cut else text), cut
-
-
-class _Segments:
-    """Segments from (source, time, text, count) pieces of one host, neighbours of one source
-    joined as :class:`ChunkBuilder` would (a multi-line record stays a segment of its own)."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self._done: list[Segment] = []
-        self._source: str | None = None
-        self._time: Any = 0
-        self._texts: list[str] = []
-        self._count = 0
-
-    def add(self, source: str, ts: Any, text: str, count: int) -> None:
-        if count == 1 and "\n" in text:
-            self._close()
-            self._done.append(Segment(self.host, source, event_seconds(ts), text, 1))
-            return
-        if source != self._source:
-            self._close()
-            self._source, self._time = source, ts
-        self._texts.append(text)
-        self._count += count
-
-    def _close(self) -> None:
-        if self._source is not None:
-            self._done.append(Segment(self.host, self._source, event_seconds(self._time),
-                                      "\n".join(self._texts), self._count))
-        self._source, self._texts, self._count = None, [], 0
-
-    def build(self) -> list[Segment]:
-        self._close()
-        return self._done
 
 
 def _merged_runs(runs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -90,29 +90,35 @@ class Chunk:
 
 
 class ChunkBuilder:
-    """Builds a chunk line by line (the general path; the fast paths build segments whole)."""
+    """Builds a chunk piece by piece (the general path's lines, or whole blocks of lines
+    already joined; the fast paths build segments whole)."""
 
     def __init__(self, chunk_id: str) -> None:
         self.chunk = Chunk(chunk_id)
         self._key: tuple[str, str] | None = None
         self._time = 0.0
-        self._lines: list[str] = []
+        self._texts: list[str] = []
+        self._count = 0
 
-    def add(self, host: str, source: str, ts: float, line: str) -> None:
-        """Append a line, opening a new segment when host or source changes."""
-        if "\n" in line:
+    def add(self, host: str, source: str, ts: float, text: str, count: int = 1) -> None:
+        """Append ``count`` lines joined by ``"\\n"`` (by default one line), opening a new
+        segment when host or source changes; one line holding newlines (a multi-line
+        record) is a segment of its own."""
+        if count == 1 and "\n" in text:
             self._close()
-            self.chunk.segments.append(Segment(host, source, ts, line, 1))
+            self.chunk.segments.append(Segment(host, source, ts, text, 1))
             return
         if (host, source) != self._key:
             self._close()
             self._key, self._time = (host, source), ts
-        self._lines.append(line)
+        self._texts.append(text)
+        self._count += count
 
     def _close(self) -> None:
-        if self._lines and self._key is not None:
-            self.chunk.segments.append(Segment.of(*self._key, self._time, self._lines))
-        self._key, self._lines = None, []
+        if self._texts and self._key is not None:
+            self.chunk.segments.append(
+                Segment(*self._key, self._time, "\n".join(self._texts), self._count))
+        self._key, self._texts, self._count = None, [], 0
 
     def build(self) -> Chunk:
         self._close()
