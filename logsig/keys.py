@@ -65,9 +65,10 @@ class Keys:
         return f"{self.prefix}:chunk:{chunk_id}"
 
     def threshold(self, rule_id: str, key: str) -> str:
-        """Sorted set per threshold rule and key value (e.g. a source address): one member per
-        counted match (``<chunk id>:<n>``), scored by its log time; members older than the
-        rule's window are trimmed on every hit. Expires an hour after the window."""
+        """String per threshold rule and key value (e.g. a source address): the log times of
+        the key's latest matches, oldest first, space-separated, at most the rule's ``count``
+        of them (enough to decide every crossing exactly); times older than the rule's window
+        are dropped on every hit. Expires an hour after the window."""
         return f"{self.prefix}:thr:{rule_id}:{key}"
 
     @property

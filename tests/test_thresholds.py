@@ -49,6 +49,11 @@ def alerts(client: redis.Redis) -> list[dict[str, str]]:
     return [fields for _, fields in client.xrange(KEYS.alerts)]
 
 
+def window(client: redis.Redis, ip: str, rule: str = "ssh-burst") -> list[float]:
+    """The match times a key's window keeps (its latest ``count``), as ``GET`` shows them."""
+    return [float(t) for t in (client.get(KEYS.threshold(rule, ip)) or "").split()]
+
+
 def test_threshold_yaml_is_parsed() -> None:
     assert RULES[0].threshold == Threshold(3, 60.0, "src_ip")
     shipped = {r.id: r.threshold for r in load_rules() if r.threshold is not None}
@@ -57,7 +62,8 @@ def test_threshold_yaml_is_parsed() -> None:
 
 @pytest.mark.parametrize(("threshold", "problem"), [
     ("{count: 3, window: 60, by: user}", "threshold.by 'user' is not a named group"),
-    ("{count: 1, window: 60, by: src_ip}", "count must be an integer >= 2"),
+    ("{count: 1, window: 60, by: src_ip}", "count must be an integer from 2 to 10000"),
+    ("{count: 10001, window: 60, by: src_ip}", "count must be an integer from 2 to 10000"),
     ("{count: 3, window: 0, by: src_ip}", "window must be a number"),
     ("{count: 3, window: 60}", "mapping with count, window and by"),
 ])
@@ -77,10 +83,12 @@ def test_crossing_across_two_workers_alerts_once(workers: list[WorkerState],
     process_batch(b, batch("c4", 1030.0, [fail("203.0.113.9")] * 2))  # still above: no repeat
     (alert,) = alerts(redis_client)
     assert alert == {"rule": "ssh-burst", "severity": "high", "key": "203.0.113.9",
-                     "count": "3", "window": "60", "first": "1000", "last": "1020.000",
+                     "count": "3", "window": "60", "first": "1000.000", "last": "1020.000",
                      "agent": "h1"}
-    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 5
-    assert redis_client.zcard(KEYS.threshold("ssh-burst", "198.51.100.1")) == 1
+    # A window keeps the rule's count of latest times: enough to decide every crossing.
+    assert window(redis_client, "203.0.113.9") == [1020.0, 1030.0, 1030.0]
+    assert window(redis_client, "198.51.100.1") == [1000.0]
+    assert 3600 < redis_client.ttl(KEYS.threshold("ssh-burst", "198.51.100.1")) <= 3660
     assert redis_client.hget(KEYS.totals, "alerts") == "1"
 
 
@@ -92,11 +100,39 @@ def test_window_slides_and_a_new_crossing_alerts_again(workers: list[WorkerState
     assert len(alerts(redis_client)) == 1
     # 100 s later the window holds only the new hit: dropped below, so it re-arms.
     process_batch(a, batch("w3", 1120.0, [fail("203.0.113.9")]))
-    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 1
+    assert window(redis_client, "203.0.113.9") == [1120.0]
     process_batch(b, batch("w4", 1121.0, [fail("203.0.113.9")] * 2))
     second = alerts(redis_client)[-1]
     assert len(alerts(redis_client)) == 2
-    assert second["first"] == "1120" and second["last"] == "1121.000"
+    assert second["first"] == "1120.000" and second["last"] == "1121.000"
+
+
+def test_late_times_are_windowed_by_their_own_time(workers: list[WorkerState],
+                                                    redis_client: redis.Redis) -> None:
+    a, b = workers
+    process_batch(a, batch("o1", 1050.0, [fail("203.0.113.9")]))
+    process_batch(b, batch("o2", 1000.0, [fail("203.0.113.9")]))  # an agent behind the other
+    assert window(redis_client, "203.0.113.9") == [1000.0, 1050.0]
+    process_batch(a, batch("o3", 1070.0, [fail("203.0.113.9")]))  # 1000 has left the window
+    assert window(redis_client, "203.0.113.9") == [1050.0, 1070.0]
+    assert alerts(redis_client) == []
+    process_batch(b, batch("o4", 1060.0, [fail("203.0.113.9")]))
+    (alert,) = alerts(redis_client)
+    assert (alert["count"], alert["first"], alert["last"]) == ("3", "1050.000", "1060.000")
+    assert window(redis_client, "203.0.113.9") == [1050.0, 1060.0, 1070.0]
+
+
+def test_a_window_kept_as_a_sorted_set_by_earlier_versions_carries_on(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    key = KEYS.threshold("ssh-burst", "203.0.113.9")
+    redis_client.zadd(key, {"old:0": 900.0, "old:1": 1000.0, "old:2": 1001.0, "old:3": 1002.0})
+    process_batch(workers[0], batch("u1", 1003.0, [fail("203.0.113.9")]))
+    assert alerts(redis_client) == []  # the window already held 3: no new crossing
+    assert window(redis_client, "203.0.113.9") == [1001.0, 1002.0, 1003.0]
+    redis_client.zadd(KEYS.threshold("ssh-burst", "198.51.100.1"), {"old:0": 1000.0})
+    process_batch(workers[1], batch("u2", 1010.0, [fail("198.51.100.1")] * 2))
+    (alert,) = alerts(redis_client)
+    assert (alert["key"], alert["count"], alert["first"]) == ("198.51.100.1", "3", "1000.000")
 
 
 def test_redelivered_chunk_adds_no_hits(workers: list[WorkerState],
@@ -105,21 +141,29 @@ def test_redelivered_chunk_adds_no_hits(workers: list[WorkerState],
     encoded = batch("dup", 1000.0, [fail("203.0.113.9")] * 2)
     assert process_batch(a, encoded) == (1, 0)
     assert process_batch(b, encoded) == (0, 1)  # the other worker got it again
-    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 2
+    assert window(redis_client, "203.0.113.9") == [1000.0, 1000.0]
     assert alerts(redis_client) == []
 
 
-def test_concurrent_workers_count_every_hit(workers: list[WorkerState],
+def test_concurrent_workers_count_every_hit(redis_server,  # type: ignore[no-untyped-def]
                                             redis_client: redis.Redis) -> None:
+    # A count above the hits sent, so the window keeps every one of them.
+    rules = parse_pack(PACK.replace("count: 3", "count: 41"), "burst.yml")
+    states = [build_state(Settings(redis_url=redis_server.url), rules) for _ in range(2)]
+
     # One thread per worker state, as in prefork (a Hyperscan engine is not shared by threads).
     def run(w: int) -> None:
         for n in range(w, 40, 2):
-            process_batch(workers[w], batch(f"p{n}", 1000.0 + n * 0.1, [fail("203.0.113.9")]))
+            process_batch(states[w], batch(f"p{n}", 1000.0 + n * 0.1, [fail("203.0.113.9")]))
 
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, range(2)))
-    assert redis_client.zcard(KEYS.threshold("ssh-burst", "203.0.113.9")) == 40
-    assert len(alerts(redis_client)) == 1
+    assert window(redis_client, "203.0.113.9") == pytest.approx([1000.0 + n * 0.1
+                                                                 for n in range(40)])
+    assert alerts(redis_client) == []
+    process_batch(states[0], batch("p40", 1005.0, [fail("203.0.113.9")]))
+    (alert,) = alerts(redis_client)
+    assert (alert["count"], alert["first"], alert["last"]) == ("41", "1000.000", "1005.000")
 
 
 def test_results_show_alerts(workers: list[WorkerState], redis_client: redis.Redis) -> None:

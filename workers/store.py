@@ -4,17 +4,21 @@ A Lua script (EVALSHA) runs per batch. For each chunk it claims ``keys.chunk(id)
 ``SET NX EX``; only a fresh claim applies the chunk's deltas, so a redelivered batch (acks
 are late, workers can die) adds nothing but ``totals.duplicates`` (and no threshold hits).
 
-Threshold rules keep a sliding window per (rule, key) in a sorted set scored by log time; the
-same script trims it, counts it and, when it crosses the rule's count, writes one alert to
-``keys.alerts``, so the count holds across any number of worker processes without a race. The
-arguments travel as one msgpack blob, decoded in Lua by ``cmsgpack``. Every key name is
-computed here from :class:`logsig.keys.Keys` and passed in, so the key schema stays defined
-in one place.
+Threshold rules keep a sliding window per (rule, key): the log times of the key's latest
+matches, at most the rule's ``count`` of them, as a short string (``GET`` shows them). That
+many are enough to tell exactly whether the window holds ``count`` matches, so each update is
+one ``GET`` and one ``SET`` whatever the key's rate, and a key hammered by one source stays a
+few bytes. The same script trims the window, counts it and, when it crosses the rule's
+count, writes one alert to ``keys.alerts``, so the count holds across any number of worker
+processes without a race. The arguments travel as one msgpack blob, decoded in Lua by
+``cmsgpack``. Every key name is computed here from :class:`logsig.keys.Keys` and passed in,
+so the key schema stays defined in one place.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,40 +39,46 @@ local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
 local fresh, dup, raised = 0, 0, 0
 
 -- The hits of one threshold rule on one key at one log time (a segment's), from one agent:
--- h = {window zset, rule, severity, key, time, agent, count, window, members, score, stale}
--- (score: the time as a zset score; stale: the exclusive upper bound of what the window
--- has left behind). An alert is raised when the window crosses the count: below it before
--- these hits (once trimmed to the window), at or above it after. It stays quiet while the
--- window stays up. Most keys are new and get one hit, so those cases take the fewest calls.
-local function threshold_hits(h)
-  local z, count, window, members, score = h[1], h[7], h[8], h[9], h[10]
-  local before = redis.call('ZCARD', z)
-  if before > 0 then
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', h[11])
-    before = redis.call('ZCARD', z)
+-- h[i..i+5] = window key, rule slot, key, time, agent, hits; the slot indexes the rules'
+-- {id, severity, count, window, ttl} in args[6]. The window keeps the latest `count` match
+-- times (oldest first, as Lua prints numbers: 14 digits); only they decide a crossing. An
+-- alert is raised when the window crosses the count: below it before these hits (once
+-- trimmed to the window), at or above it after. It stays quiet while the window stays up.
+local rules = args[6]
+local function threshold_hits(h, i)
+  local z, ts, n = h[i], h[i + 3], h[i + 5]
+  local m = (h[i + 1] - 1) * 5
+  local count = rules[m + 3]
+  local times, before = {}, 0
+  local raw = redis.pcall('GET', z)
+  if type(raw) == 'table' then  -- WRONGTYPE: a sorted set, as earlier versions kept it
+    local old = redis.call('ZRANGE', z, -count, -1, 'WITHSCORES')
+    local scores = {}
+    for j = 2, #old, 2 do scores[#scores + 1] = old[j] end
+    raw = table.concat(scores, ' ')
   end
-  local added = 0
-  if #members == 1 then
-    added = redis.call('ZADD', z, score, members[1])
-  else
-    for first = 1, #members, 1000 do  -- ZADD in slices: unpack() has a stack limit
-      local scored = {}
-      for i = first, math.min(first + 999, #members) do
-        scored[#scored + 1] = score
-        scored[#scored + 1] = members[i]
+  if raw then
+    local stale = ts - rules[m + 4]
+    for t in string.gmatch(raw, '%S+') do
+      t = tonumber(t)
+      if t >= stale then
+        before = before + 1
+        times[before] = t
       end
-      added = added + redis.call('ZADD', z, unpack(scored))
     end
   end
-  redis.call('EXPIRE', z, math.ceil(window) + 3600)
-  local n = before + added
-  if before < count and n >= count then
-    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')[2]
-    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', h[2], 'severity', h[3],
-               'key', h[4], 'count', n, 'window', window, 'first', first,
-               'last', string.format('%.3f', h[5]), 'agent', h[6])
+  for j = before + 1, before + math.min(n, count) do times[j] = ts end
+  if before > 0 then table.sort(times) end  -- log times may come out of order
+  if before < count and before + n >= count then
+    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
+               'severity', rules[m + 2], 'key', h[i + 2], 'count', before + n,
+               'window', rules[m + 4], 'first', string.format('%.3f', times[1]),
+               'last', string.format('%.3f', ts), 'agent', h[i + 4])
     raised = raised + 1
   end
+  local last = #times
+  redis.call('SET', z, table.concat(times, ' ', math.max(1, last - count + 1), last),
+             'EX', rules[m + 5])
 end
 
 for _, c in ipairs(args[4]) do
@@ -95,7 +105,8 @@ for _, c in ipairs(args[4]) do
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', g[1], 'severity', g[2],
                  'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
-    for _, h in ipairs(c[9]) do threshold_hits(h) end
+    local h = c[9]
+    for i = 1, #h, 6 do threshold_hits(h, i) end
   else
     dup = dup + 1
     redis.call('HINCRBY', totals, 'duplicates', c[2])
@@ -123,6 +134,10 @@ def _flat(counts: dict[str, int]) -> list[Any]:
     return [x for item in counts.items() for x in item]
 
 
+WINDOW_TTL_EXTRA = 3600
+"""Seconds a threshold window outlives its rule's window (log times may lag the clock)."""
+
+
 class ResultStore:
     """The worker's only writer to Redis; one instance per worker process."""
 
@@ -136,6 +151,16 @@ class ResultStore:
         self.settings = settings
         self._record = client.register_script(_RECORD)
         self._batch_prefix = self.keys.batch("")
+        # Threshold rules by slot (1-based, as Lua counts): {id, severity, count, window,
+        # the window's TTL: an hour after the window}.
+        self._slots: dict[int, int] = {}
+        self._threshold_rules: list[Any] = []
+        for r, rule in enumerate(self.rules):
+            if rule.threshold is not None:
+                self._slots[r] = len(self._slots) + 1
+                t = rule.threshold
+                self._threshold_rules += (rule.id, rule.severity, t.count, t.window,
+                                          math.ceil(t.window) + WINDOW_TTL_EXTRA)
 
     def is_batch_key(self, key: object) -> bool:
         """Whether a task argument names a stored batch (and nothing else in Redis)."""
@@ -172,26 +197,21 @@ class ResultStore:
                    self._hits(d), d.chunk_id, d.truncated]
                   for d in deltas]
         blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks,
-                              stored_as or ""], unicode_errors="replace")
+                              stored_as or "", self._threshold_rules], unicode_errors="replace")
         keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches, k.alerts]
         if reply_to is not None:
             keys.append(k.counted(reply_to))
         fresh, dup, _alerts = self._record(keys=keys, args=[blob])
         return int(fresh), int(dup)
 
-    def _hits(self, delta: ChunkDelta) -> list[list[Any]]:
-        """One window update per (rule, key, log time, agent); a member per hit."""
-        out: list[list[Any]] = []
-        n = 0
+    def _hits(self, delta: ChunkDelta) -> list[Any]:
+        """Six values per window update (one per rule, key, log time and agent): the window
+        key, the rule's slot in the script's rule table, the key, the time, the agent and the
+        number of hits."""
+        out: list[Any] = []
+        window_key, slots = self.keys.threshold, self._slots
         for (r, key, ts, agent), count in delta.hits.items():
-            rule = self.rules[r]
-            t = rule.threshold
-            assert t is not None
-            out.append([self.keys.threshold(rule.id, key), rule.id, rule.severity, key, ts,
-                        agent, t.count, t.window,
-                        [f"{delta.chunk_id}:{m}" for m in range(n, n + count)],
-                        f"{ts:.6f}", f"({ts - t.window:.6f}"])
-            n += count
+            out += (window_key(self.rules[r].id, key), slots[r], key, ts, agent, count)
         return out
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:

@@ -32,6 +32,10 @@ _ID = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _PACK_SUFFIXES = (".yml", ".yaml")
 
 
+MAX_COUNT = 10_000
+"""Largest threshold count: a key's window keeps up to that many match times."""
+
+
 @dataclass(frozen=True, slots=True)
 class Threshold:
     """Alert when ``count`` matches with the same ``by`` field fall within ``window`` seconds.
@@ -255,8 +259,8 @@ def _threshold(value: object) -> Threshold | None:
     if not isinstance(value, dict) or set(value) != {"count", "window", "by"}:
         raise _Invalid("field 'threshold' must be a mapping with count, window and by")
     count, window, by = value["count"], value["window"], value["by"]
-    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-        raise _Invalid("threshold.count must be an integer >= 2")
+    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= MAX_COUNT:
+        raise _Invalid(f"threshold.count must be an integer from 2 to {MAX_COUNT}")
     if isinstance(window, bool) or not isinstance(window, int | float) or not window > 0:
         raise _Invalid("threshold.window must be a number of seconds > 0")
     if not isinstance(by, str) or not by.isidentifier():
