@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from logsig.errors import HandshakeError, SettingsError
+from logsig.errors import HandshakeAbandoned, HandshakeError, SettingsError
 from logsig.handshake import ServerHandshake, new_unpacker
 from logsig.handshake_io import next_handshake_message
 from logsig.settings import Settings
@@ -63,6 +63,9 @@ class Authenticator:
             writer.write(pong.encode())
             if not pong.ok:
                 raise HandshakeError(pong.reason)
+        except HandshakeAbandoned:
+            log.debug("connection %s closed before its PING (a probe or heartbeat)", peer)
+            return None
         except HandshakeError as exc:
             return self._refuse(peer, client, exc.reason)
         except TimeoutError:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from gateway.coalescer import Coalescer
 from gateway.records import message_to_chunk
 from logsig.errors import ProtocolError
-from logsig.forward import READ_SIZE, FrameDecoder, encode_ack
+from logsig.forward import READ_SIZE, ForwardMessage, FrameDecoder, encode_ack
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class Connection:
             log.info("connection %s lost: %s", self.peer, exc)
             self.close()
             return
+        except Exception:  # a bug of ours: this connection goes, the gateway stays
+            log.exception("closing connection %s: unexpected error serving it", self.peer)
+            self.close()
+            return
         try:  # the client half-closed: send what it is owed, within bounds
             await asyncio.wait_for(self._acks_done.wait(), self._read_timeout)
         except TimeoutError:
@@ -92,7 +97,16 @@ class Connection:
             return await self._reader.read(READ_SIZE)
 
     async def _handle(self, data: bytes) -> None:
-        for message in self._decoder.feed(data):
+        try:
+            messages, error = self._decoder.feed(data), None
+        except ProtocolError as exc:  # served up to the bad request, then the connection closes
+            messages, error = cast(list[ForwardMessage], exc.decoded), exc
+        await self._serve(messages)
+        if error is not None:
+            raise error
+
+    async def _serve(self, messages: list[ForwardMessage]) -> None:
+        for message in messages:
             if self._max_records and message.line_count > self._max_records:
                 raise ProtocolError(f"{message.line_count} lines in one request exceed "
                                     f"MAX_RECORDS_PER_CHUNK={self._max_records}")

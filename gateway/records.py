@@ -54,8 +54,28 @@ def record_line(record: Record) -> str:
         text = _text(record.get(name))
         if text is not None:
             return _clean(text.rstrip("\r\n"))
-    return _clean(json.dumps(record, default=_json_value, ensure_ascii=False,
-                             separators=(",", ":")))
+    try:
+        text = json.dumps(record, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:  # a map key JSON cannot hold (bytes, an array): written as text
+        text = json.dumps(_str_keys(record), default=_json_value, ensure_ascii=False,
+                          separators=(",", ":"))
+    return _clean(text)
+
+
+def _str_keys(value: object) -> object:
+    """``value`` with every map key JSON refuses turned into text, at any depth."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str | int | float | bool) or k is None else _key_text(k):
+                _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_str_keys(v) for v in value]
+    return value
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return repr(key)
 
 
 def _json_value(value: object) -> object:

@@ -14,13 +14,15 @@ class SettingsError(LogsigError):
 class ProtocolError(LogsigError):
     """A peer sent bytes that are not a valid Forward protocol v1 message.
 
-    ``data`` keeps (a prefix of) the offending value for the log line.
+    ``data`` keeps (a prefix of) the offending value for the log line; ``decoded`` holds the
+    valid requests that came before it in the same read, which the caller still serves.
     """
 
     def __init__(self, reason: str, data: object = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.data = data
+        self.decoded: list[object] = []
 
 
 class FrameTooLarge(ProtocolError):
@@ -36,3 +38,8 @@ class HandshakeError(ProtocolError):
 
     ``reason`` is safe to log: it never contains a key, a password or a digest.
     """
+
+
+class HandshakeAbandoned(HandshakeError):
+    """The peer closed the connection before sending a byte: a health probe or fluentd's
+    default ``transport`` heartbeat (connect, then close), not a failed login."""

@@ -410,11 +410,15 @@ class FrameDecoder:
         try:
             for obj in unpacker:
                 self._complete = unpacker.tell()
-                messages.append(parse_request(obj, self._max))
-        except ProtocolError:
+                if obj is not None:  # nil: a heartbeat some clients send (v0), ignored
+                    messages.append(parse_request(obj, self._max))
+        except ProtocolError as exc:
+            exc.decoded = list(messages)  # complete requests before the bad one still count
             raise
         except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
-            raise ProtocolError(f"malformed msgpack ({_describe(exc)})") from exc
+            error = ProtocolError(f"malformed msgpack ({_describe(exc)})")
+            error.decoded = list(messages)
+            raise error from exc
         if self._fed == self._complete:  # between frames: let the unpacker go
             self._unpacker, self._fed, self._complete = None, 0, 0
         return messages

@@ -38,7 +38,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 
 def _b(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8")
+    # Decoded with surrogateescape: bytes that are not UTF-8 hash as the peer sent them.
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
 def digest(*parts: str | bytes) -> str:

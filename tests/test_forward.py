@@ -81,6 +81,20 @@ def test_many_frames_in_one_read() -> None:
     assert [m.events[0][1]["n"] for m in decode_all(data)] == list(range(100))
 
 
+def test_a_nil_heartbeat_between_frames_is_ignored() -> None:
+    data = msgpack.packb(None) + forward.encode_message("t", 1, {"n": 1}) + msgpack.packb(None)
+    assert [m.events[0][1]["n"] for m in decode_all(data)] == [1]
+
+
+def test_requests_before_a_bad_one_travel_with_the_error() -> None:
+    good = b"".join(forward.encode_message("t", i, {"n": i}) for i in range(2))
+    for bad, reason in ((msgpack.packb([42, 1, {}]), "tag must be a string"),
+                        (b"\xc1", "malformed msgpack")):
+        with pytest.raises(ProtocolError, match=reason) as info:
+            forward.FrameDecoder(LIMIT).feed(good + bad)
+        assert [m.events[0][1]["n"] for m in info.value.decoded] == [0, 1]
+
+
 def test_truncated_frame_waits_for_more() -> None:
     data = forward.encode_packed_forward("t", entries(3), 3, "c")
     decoder = forward.FrameDecoder(LIMIT)

@@ -151,6 +151,34 @@ def test_malformed_frame_closes_only_that_connection(
     assert queued_lines(redis_client, QUEUE) == ["still here"]
 
 
+def test_requests_before_a_malformed_one_in_the_same_read_are_kept(
+    start_gateway: StartGateway, redis_client: redis.Redis
+) -> None:
+    proc, port = start_gateway()
+    with connect(port) as sock:
+        sock.sendall(msgpack.packb(None)  # a heartbeat, ignored
+                     + forward.encode_message("app", 1.0, {"log": "first"})
+                     + forward.encode_message("app", 1.0, {b"raw key": "second"})
+                     + msgpack.packb([42, 1, {"log": "tag is not a string"}]))
+        assert sock.recv(100) == b""
+    wait_until(lambda: len(queued_lines(redis_client, QUEUE)) == 2, 5, what="published lines")
+    assert queued_lines(redis_client, QUEUE) == ["first", '{"raw key":"second"}']
+    assert "tag must be a string" in proc.output()
+
+
+def test_a_connection_closed_before_its_ping_is_not_a_refusal(
+        start_gateway: StartGateway) -> None:
+    proc, port = start_gateway(SHARED_KEY="a-shared-key-of-some-length")
+    for _ in range(3):  # fluentd's default heartbeat: connect, then close
+        with connect(port) as sock:
+            assert sock.recv(1000)  # the HELO
+    with connect(port) as sock:
+        assert sock.recv(1000)
+        sock.sendall(b"\x96\xa4PING")  # half a PING, then gone
+    wait_until(lambda: "refused connection" in proc.output(), 5, what="a refusal")
+    assert proc.output().count("refused connection") == 1, proc.output()
+
+
 def test_oversized_frame_closes_the_connection_with_a_reason(start_gateway: StartGateway) -> None:
     proc, port = start_gateway(MAX_FRAME_BYTES=str(64 * 1024))
     with connect(port) as sock:

@@ -94,6 +94,13 @@ def test_other_shapes_fall_back_to_the_general_path() -> None:
     assert chunk.segments[2].multiline
 
 
+def test_records_with_keys_json_cannot_hold_become_text() -> None:
+    events = [(1.0, {b"raw": "v", "nested": {(1, 2): b"x"}}), (2.0, {None: 1, 3: [b"k"]})]
+    chunk = message_to_chunk(decoded(events), "10.0.0.9")
+    assert chunk.lines() == ['{"raw":"v","nested":{"(1, 2)":"b\'x\'"}}',
+                             '{"null":1,"3":["b\'k\'"]}']
+
+
 def test_long_lines_are_cut_and_counted_on_both_paths() -> None:
     events = [(1.0, {"message": "a" * 100, "host": "h", "source": "s"}),
               (1.0, {"message": "ok", "host": "h", "source": "s"})]

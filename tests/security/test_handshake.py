@@ -44,6 +44,19 @@ def test_helo_ping_pong_round_trip_and_mutual_check() -> None:
     assert check_pong(wire(pong.encode()), helo, ping, KEY).hostname == "gw"
 
 
+def test_a_hostname_that_is_not_utf8_is_hashed_as_sent() -> None:
+    server = ServerHandshake(KEY, "gw")
+    nonce = Helo.decode(wire(server.helo.encode())).nonce
+    raw_host, salt = b"host-\xff", b"\x03" * 16
+    want = hashlib.sha512(salt + raw_host + nonce + KEY.encode()).hexdigest()
+    packer = msgpack.Packer(unicode_errors="surrogateescape")
+    frame = packer.pack(["PING", raw_host.decode("utf-8", "surrogateescape"), salt, want, "", ""])
+    pong, client = server.answer(msgpack.unpackb(frame, raw=False,
+                                                 unicode_errors="surrogateescape"))
+    assert pong.ok, pong.reason
+    assert client == "host-\udcff"
+
+
 def test_wrong_key_is_refused_with_a_reason() -> None:
     server = ServerHandshake(KEY, "gw")
     ping = Ping.create(Helo.decode(wire(server.helo.encode())), "agent-1", "wrong")
