@@ -59,10 +59,17 @@ class Journal:
 
     def append(self, data: bytes, *, sync: bool = False) -> None:
         if self._fd is None:
-            self._fd = os.open(log_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                               | os.O_CLOEXEC, 0o644)
+            fd = os.open(log_path(self.path), os.O_RDWR | os.O_CREAT | os.O_APPEND
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                _drop_torn_tail(fd, log_path(self.path))
+            except OSError:
+                os.close(fd)
+                raise
+            self._fd = fd
         written = os.write(self._fd, data)
         if written != len(data):
+            self.close()  # reopened by the next append, which drops this torn tail first
             raise OSError(f"short write to {log_path(self.path)}: {written} of {len(data)}")
         if sync:
             os.fsync(self._fd)
@@ -80,6 +87,23 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _drop_torn_tail(fd: int, name: str) -> None:
+    """Cut an unterminated last line (a write cut short by a crash or a full disk) so the
+    next op starts a line of its own instead of being read back as part of the torn one."""
+    size = pos = os.fstat(fd).st_size
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        piece = os.pread(fd, step, pos - step)
+        newline = piece.rfind(b"\n")
+        if newline >= 0:
+            pos -= step - newline - 1
+            break
+        pos -= step
+    if pos != size:
+        log.warning("registry log %s: dropping a torn last line (%d bytes)", name, size - pos)
+        os.ftruncate(fd, pos)
 
 
 def write_atomic(path: str, data: bytes) -> None:

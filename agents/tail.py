@@ -67,6 +67,13 @@ class Follower:
     def truncated(self) -> bool:
         return os.fstat(self.fd).st_size < self.buffer.position
 
+    def read_to_end(self) -> bool:
+        """Whether nothing follows the bytes read: a held partial line is the file's end."""
+        try:
+            return os.fstat(self.fd).st_size == self.buffer.position
+        except OSError:
+            return False
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -100,8 +107,11 @@ class TailSource:
                 await self.poll(sink, clock)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+            # The last lines go out at a stop only where they end the file: a stop in the
+            # middle of a backlog leaves the rest, this line's end included, to the restart.
             for follower in self._followers.values():
-                await _emit(sink, follower.take_partial())
+                if follower.read_to_end():
+                    await _emit(sink, follower.take_partial())
         finally:
             for follower in self._followers.values():
                 follower.close()

@@ -101,6 +101,23 @@ def test_the_log_is_applied_on_top_of_the_snapshot_once(tmp_path: Path) -> None:
     assert loaded.resume_offset(str(log), key_of(log), 100) == 30
 
 
+def test_an_append_after_a_torn_last_line_is_not_lost_with_it(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"x" * 100)
+    reg = Registry(str(tmp_path / "reg.json"))
+    reg.add(intent("c1", log, 0, 10))
+    append(reg)
+    reg.add(intent("torn", log, 10, 20))
+    with open(tmp_path / "reg.json.log", "ab") as fh:  # a writer killed mid-append
+        fh.write(reg.take_log()[:-9])
+    after_restart = Registry.load(reg.path)
+    after_restart.add(intent("c2", log, 10, 30))
+    append(after_restart)
+    loaded = Registry.load(reg.path)
+    assert [i.chunk for i in loaded.pending()] == ["c1", "c2"]
+    assert loaded.resume_offset(str(log), key_of(log), 100) == 30
+
+
 def test_version_1_registry_is_still_read(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"x" * 10)

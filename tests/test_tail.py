@@ -142,6 +142,28 @@ def test_unterminated_line_waits_for_partial_line_timeout(tmp_path: Path) -> Non
     assert [(b.lines, b.start, b.all_ends()) for b in sink.blocks] == [(["next"], 14, [20])]
 
 
+def test_a_stop_in_the_middle_of_a_backlog_cuts_no_line(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    lines = [f"{i:08d} " + "x" * 91 for i in range(25_000)]  # 2.5 MB: several reads
+    log.write_text("\n".join(lines) + "\n")
+    src = tail(log, partial=60.0)
+
+    class StopAfterFirst(Collect):
+        async def __call__(self, block: Block) -> None:
+            await super().__call__(block)
+            src.stop()
+
+    sink = StopAfterFirst()
+
+    async def main() -> None:
+        await asyncio.wait_for(src.run(sink), 5)
+
+    asyncio.run(main())
+    assert sink.lines and sink.lines == lines[:len(sink.lines)]  # whole lines only
+    assert not any(b.cut for b in sink.blocks)
+    assert sink.blocks[-1].end == sum(len(x) + 1 for x in sink.lines)  # the restart's offset
+
+
 def test_unterminated_line_is_emitted_at_shutdown(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a\r\nb")
