@@ -98,12 +98,11 @@ class Connection:
 
     async def _handle(self, data: bytes) -> None:
         try:
-            messages, error = self._decoder.feed(data), None
+            messages = self._decoder.feed(data)
         except ProtocolError as exc:  # served up to the bad request, then the connection closes
-            messages, error = cast(list[ForwardMessage], exc.decoded), exc
+            await self._serve(cast(list[ForwardMessage], exc.decoded))
+            raise  # (no name keeps the error: it would hold this frame in a reference cycle)
         await self._serve(messages)
-        if error is not None:
-            raise error
 
     async def _serve(self, messages: list[ForwardMessage]) -> None:
         for message in messages:
