@@ -380,6 +380,12 @@ def parse_request(obj: object, max_bytes: int) -> ForwardMessage:
                           lines)
 
 
+def _malformed(exc: Exception, decoded: list[ForwardMessage]) -> ProtocolError:
+    error = ProtocolError(f"malformed msgpack ({_describe(exc)})")
+    error.decoded = list(decoded)
+    return error
+
+
 class FrameDecoder:
     """Streaming decoder: feed socket bytes, get complete requests back.
 
@@ -416,9 +422,8 @@ class FrameDecoder:
             exc.decoded = list(messages)  # complete requests before the bad one still count
             raise
         except Exception as exc:  # StackError, FormatError, ExtraData, ValueError...
-            error = ProtocolError(f"malformed msgpack ({_describe(exc)})")
-            error.decoded = list(messages)
-            raise error from exc
+            # No local name for the new error: it would hold this frame in a reference cycle.
+            raise _malformed(exc, messages) from exc
         if self._fed == self._complete:  # between frames: let the unpacker go
             self._unpacker, self._fed, self._complete = None, 0, 0
         return messages

@@ -32,6 +32,13 @@ def append(reg: Registry) -> None:
     journal.close()
 
 
+def log_and_registry(tmp_path: Path) -> tuple[Path, Registry]:
+    """A 100-byte log file and an empty registry beside it."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"x" * 100)
+    return log, Registry(str(tmp_path / "reg.json"))
+
+
 def intent(chunk: str, path: Path, start: int, end: int, lines: int = 1) -> Intent:
     return Intent(chunk, (Segment(str(path), key_of(path), start, end, lines, False, 1.5, 7),))
 
@@ -60,10 +67,8 @@ def test_intents_move_offsets_and_acks_remove_them(tmp_path: Path) -> None:
 
 
 def test_checkpoint_is_atomic_and_load_round_trips(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    log.write_bytes(b"x" * 100)
-    path = tmp_path / "reg.json"
-    reg = Registry(str(path))
+    log, reg = log_and_registry(tmp_path)
+    path = Path(reg.path)
     reg.add(intent("c1", log, 0, 42))
     checkpoint(reg)
     assert not reg.dirty
@@ -79,9 +84,7 @@ def test_checkpoint_is_atomic_and_load_round_trips(tmp_path: Path) -> None:
 
 
 def test_the_log_is_applied_on_top_of_the_snapshot_once(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    log.write_bytes(b"x" * 100)
-    reg = Registry(str(tmp_path / "reg.json"))
+    log, reg = log_and_registry(tmp_path)
     reg.add(intent("c1", log, 0, 10))
     checkpoint(reg)
     reg.add(intent("c2", log, 10, 20))
@@ -102,9 +105,7 @@ def test_the_log_is_applied_on_top_of_the_snapshot_once(tmp_path: Path) -> None:
 
 
 def test_an_append_after_a_torn_last_line_is_not_lost_with_it(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    log.write_bytes(b"x" * 100)
-    reg = Registry(str(tmp_path / "reg.json"))
+    log, reg = log_and_registry(tmp_path)
     reg.add(intent("c1", log, 0, 10))
     append(reg)
     reg.add(intent("torn", log, 10, 20))
@@ -131,10 +132,8 @@ def test_version_1_registry_is_still_read(tmp_path: Path) -> None:
 
 def test_failed_save_leaves_the_previous_registry_intact(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    log = tmp_path / "app.log"
-    log.write_bytes(b"x" * 100)
-    path = tmp_path / "reg.json"
-    reg = Registry(str(path))
+    log, reg = log_and_registry(tmp_path)
+    path = Path(reg.path)
     reg.add(intent("c1", log, 0, 10))
     checkpoint(reg)
     before = path.read_bytes()
