@@ -122,6 +122,46 @@ def test_late_times_are_windowed_by_their_own_time(workers: list[WorkerState],
     assert window(redis_client, "203.0.113.9") == [1050.0, 1060.0, 1070.0]
 
 
+def test_one_chunk_hitting_a_key_many_times_replays_every_hit(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    # Six segments of one chunk hit one key: two crossings, the window sliding in between.
+    times = (1000.0, 1010.0, 1020.0, 1030.0, 1200.0, 1201.0)
+    hosts = ("h1", "h2", "h3", "h1", "h2", "h3")
+    segments = [Segment.of(host, "auth.log", t, [fail("203.0.113.9")] * (2 if t == 1201.0
+                                                                       else 1))
+                for host, t in zip(hosts, times, strict=True)]
+    segments.insert(2, Segment.of("h1", "auth.log", 1015.0, [fail("198.51.100.1")]))
+    redis_client.config_resetstat()
+    process_batch(workers[0], Batch("t", [Chunk("many", segments)]))
+    # One GET and one SET per key, not per segment.
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_get"]["calls"] == 2
+    assert stats["cmdstat_set"]["calls"] == 3  # the two windows and the chunk's claim
+    first, second = alerts(redis_client)
+    assert (first["count"], first["first"], first["last"], first["agent"]) == (
+        "3", "1000.000", "1020.000", "h3")
+    assert (second["count"], second["first"], second["last"], second["agent"]) == (
+        "3", "1200.000", "1201.000", "h3")
+    assert window(redis_client, "203.0.113.9") == [1200.0, 1201.0, 1201.0]
+    assert window(redis_client, "198.51.100.1") == [1015.0]
+
+
+def test_a_batch_merges_a_keys_hits_from_its_fresh_chunks_only(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    a, b = workers
+    process_batch(a, batch("seen", 1000.0, [fail("203.0.113.9")]))
+    chunks = [Chunk("c1", [Segment.of("h1", "auth.log", 1001.0, [fail("203.0.113.9")])]),
+              batch("seen", 1000.0, [fail("203.0.113.9")]).chunks[0],  # redelivered: no hits
+              Chunk("c2", [Segment.of("h2", "auth.log", 1002.0, [fail("203.0.113.9")])])]
+    redis_client.config_resetstat()
+    assert process_batch(b, Batch("t", chunks)) == (2, 1)
+    assert redis_client.info("commandstats")["cmdstat_get"]["calls"] == 1
+    (alert,) = alerts(redis_client)
+    assert (alert["count"], alert["first"], alert["last"], alert["agent"]) == (
+        "3", "1000.000", "1002.000", "h2")
+    assert window(redis_client, "203.0.113.9") == [1000.0, 1001.0, 1002.0]
+
+
 def test_a_window_kept_as_a_sorted_set_by_earlier_versions_carries_on(
         workers: list[WorkerState], redis_client: redis.Redis) -> None:
     key = KEYS.threshold("ssh-burst", "203.0.113.9")

@@ -6,9 +6,10 @@ are late, workers can die) adds nothing but ``totals.duplicates`` (and no thresh
 
 Threshold rules keep a sliding window per (rule, key): the log times of the key's latest
 matches, at most the rule's ``count`` of them, as a short string (``GET`` shows them). That
-many are enough to tell exactly whether the window holds ``count`` matches, so each update is
-one ``GET`` and one ``SET`` whatever the key's rate, and a key hammered by one source stays a
-few bytes. The same script trims the window, counts it and, when it crosses the rule's
+many are enough to tell exactly whether the window holds ``count`` matches. The script
+replays a key's hits from all the batch's fresh chunks in memory, so a key costs one ``GET``
+and one ``SET`` per batch whatever its rate, and a key hammered by one source stays a few
+bytes. The same script trims the window, counts it and, when it crosses the rule's
 count, writes one alert to ``keys.alerts``, so the count holds across any number of worker
 processes without a race. The arguments travel as one msgpack blob, decoded in Lua by
 ``cmsgpack``. Every key name is computed here from :class:`logsig.keys.Keys` and passed in,
@@ -38,18 +39,19 @@ local args = cmsgpack.unpack(ARGV[1])
 local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
 local fresh, dup, raised = 0, 0, 0
 
--- The hits of one threshold rule on one key at one log time (a segment's), from one agent:
--- h[i..i+5] = window key, rule slot, key, time, agent, hits; the slot indexes the rules'
--- {id, severity, count, window, ttl} in args[6]. The window keeps the latest `count` match
--- times (oldest first, as Lua prints numbers: 14 digits); only they decide a crossing. An
--- alert is raised when the window crosses the count: below it before these hits (once
--- trimmed to the window), at or above it after. It stays quiet while the window stays up.
+-- The hits of one threshold rule on one key in one batch: h = {window key, rule slot, key,
+-- events}, events = {time, agent, hits, ...} in the order they were read (the fresh chunks'
+-- in turn). The slot indexes the rules' {id, severity, count, window, ttl} in args[6]. The
+-- window keeps the latest `count` match times (oldest first, as Lua prints numbers: 14
+-- digits); only they decide a crossing. Each event trims the window to its own time's
+-- window and adds its hits; an alert is raised when that crosses the count: below it before
+-- the event, at or above it after. It stays quiet while the window stays up. The events are
+-- replayed in memory, so a key costs one GET and one SET per batch however often it is hit.
 local rules = args[6]
-local function threshold_hits(h, i)
-  local z, ts, n = h[i], h[i + 3], h[i + 5]
-  local m = (h[i + 1] - 1) * 5
-  local count = rules[m + 3]
-  local times, before = {}, 0
+local function threshold_hits(h)
+  local z, evs = h[1], h[4]
+  local m = (h[2] - 1) * 5
+  local count, window = rules[m + 3], rules[m + 4]
   local raw = redis.pcall('GET', z)
   if type(raw) == 'table' then  -- WRONGTYPE: a sorted set, as earlier versions kept it
     local old = redis.call('ZRANGE', z, -count, -1, 'WITHSCORES')
@@ -57,29 +59,42 @@ local function threshold_hits(h, i)
     for j = 2, #old, 2 do scores[#scores + 1] = old[j] end
     raw = table.concat(scores, ' ')
   end
-  if raw then
-    local stale = ts - rules[m + 4]
-    for t in string.gmatch(raw, '%S+') do
-      t = tonumber(t)
-      if t >= stale then
-        before = before + 1
-        times[before] = t
+  local times, lo, last = nil, 1, 0  -- the window is times[lo..last]
+  for e = 1, #evs, 3 do
+    local ts, n = evs[e], evs[e + 2]
+    local stale = ts - window
+    local kept, before = {}, 0
+    if times then
+      for j = lo, last do
+        if times[j] >= stale then
+          before = before + 1
+          kept[before] = times[j]
+        end
+      end
+    elseif raw then
+      for t in string.gmatch(raw, '%S+') do
+        t = tonumber(t)
+        if t >= stale then
+          before = before + 1
+          kept[before] = t
+        end
       end
     end
+    for j = before + 1, before + math.min(n, count) do kept[j] = ts end
+    if before > 0 then table.sort(kept) end  -- log times may come out of order
+    if before < count and before + n >= count then
+      redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
+                 'severity', rules[m + 2], 'key', h[3], 'count', before + n,
+                 'window', window, 'first', string.format('%.3f', kept[1]),
+                 'last', string.format('%.3f', ts), 'agent', evs[e + 1])
+      raised = raised + 1
+    end
+    times, last = kept, #kept
+    lo = math.max(1, last - count + 1)
   end
-  for j = before + 1, before + math.min(n, count) do times[j] = ts end
-  if before > 0 then table.sort(times) end  -- log times may come out of order
-  if before < count and before + n >= count then
-    redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
-               'severity', rules[m + 2], 'key', h[i + 2], 'count', before + n,
-               'window', rules[m + 4], 'first', string.format('%.3f', times[1]),
-               'last', string.format('%.3f', ts), 'agent', h[i + 4])
-    raised = raised + 1
-  end
-  local last = #times
-  redis.call('SET', z, table.concat(times, ' ', math.max(1, last - count + 1), last),
-             'EX', rules[m + 5])
+  redis.call('SET', z, table.concat(times, ' ', lo, last), 'EX', rules[m + 5])
 end
+local windows, order = {}, {}
 
 for _, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
@@ -105,13 +120,22 @@ for _, c in ipairs(args[4]) do
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', g[1], 'severity', g[2],
                  'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
-    local h = c[9]
-    for i = 1, #h, 6 do threshold_hits(h, i) end
+    for _, h in ipairs(c[9]) do
+      local w = windows[h[1]]
+      if w then
+        local evs = w[4]
+        for _, v in ipairs(h[4]) do evs[#evs + 1] = v end
+      else
+        windows[h[1]] = h
+        order[#order + 1] = h
+      end
+    end
   else
     dup = dup + 1
     redis.call('HINCRBY', totals, 'duplicates', c[2])
   end
 end
+for _, h in ipairs(order) do threshold_hits(h) end
 if fresh > 0 then
   redis.call('HINCRBY', totals, 'batches', 1)
   redis.call('HINCRBY', totals, 'chunks', fresh)
@@ -205,14 +229,19 @@ class ResultStore:
         return int(fresh), int(dup)
 
     def _hits(self, delta: ChunkDelta) -> list[Any]:
-        """Six values per window update (one per rule, key, log time and agent): the window
-        key, the rule's slot in the script's rule table, the key, the time, the agent and the
-        number of hits."""
-        out: list[Any] = []
-        window_key, slots = self.keys.threshold, self._slots
+        """One entry per (rule, key): the window key, the rule's slot in the script's rule
+        table, the key, and the events in the order they were read, three values each: the
+        log time, the agent and the number of hits. The script merges a batch's entries
+        for one key, which then costs one GET and one SET."""
+        events: dict[tuple[int, str], list[Any]] = {}
         for (r, key, ts, agent), count in delta.hits.items():
-            out += (window_key(self.rules[r].id, key), slots[r], key, ts, agent, count)
-        return out
+            found = events.get((r, key))
+            if found is None:
+                found = events[(r, key)] = []
+            found += (ts, agent, count)
+        window_key, slots, rules = self.keys.threshold, self._slots, self.rules
+        return [[window_key(rules[r].id, key), slots[r], key, found]
+                for (r, key), found in events.items()]
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
         """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""
