@@ -32,12 +32,13 @@ class FrameEncoder:
         """The block as one ``[seconds, {"message": text}]`` event (nothing if it is empty).
 
         Lines never hold a newline (every source splits on it); one that did would make the
-        count a lie the gateway refuses, so it is refused here, where the bug is.
+        count a lie the gateway refuses, so it is refused here, where the bug is. A block
+        whose reader split it out of a file's bytes (``stop`` known) is not counted again.
         """
         if not block.lines:
             return b""
         text = "\n".join(block.lines)
-        if text.count("\n") != len(block.lines) - 1:
+        if block.stop is None and text.count("\n") != len(block.lines) - 1:
             raise ValueError(f"a line of {block.source} holds a newline")
         return self._packer.pack([int(block.time), {"message": text}])
 

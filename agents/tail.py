@@ -54,7 +54,8 @@ class Follower:
             start = buffer.offset
             lines, ends = buffer.feed(data)
             if lines:
-                yield Block(self.path, time.time(), lines, ends, self.key, start, buffer.cut)
+                yield Block(self.path, time.time(), lines, ends, self.key, start, buffer.cut,
+                            buffer.offset)
 
     def take_partial(self) -> Block | None:
         """The held unterminated line as a one-line block, or None if there is none."""

@@ -19,7 +19,7 @@ import pytest
 
 from agents.block import Block, FileKey, LineBuffer, plain_ends, split_lines
 from agents.replay import split_segment
-from agents.tail import TailSource
+from agents.tail import Follower, TailSource
 
 
 class Collect:
@@ -88,6 +88,25 @@ def test_plain_lines_give_their_offsets_only_when_asked() -> None:
     head, rest = block.split(2)
     assert (head.end, rest.start, rest.all_ends()) == (15, 15, [16, 20])
     assert [block.offset_after(n) for n in range(5)] == [10, 12, 15, 16, 20]
+    # A reader that knows where the lines stop gives the same offsets, counted from either end.
+    known = Block("f", 1.0, lines, ends, (1, 2), 10, stop=20)
+    assert [known.offset_after(n) for n in range(5)] == [10, 12, 15, 16, 20]
+    for n in range(1, 4):
+        head, rest = known.split(n)
+        assert (head.end, rest.start, rest.end) == (block.offset_after(n),) * 2 + (20,)
+        assert head.all_ends() + rest.all_ends() == block.all_ends()
+
+
+def test_file_blocks_know_where_their_lines_stop(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(b"one\r\ntwo\nthree\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        (block,) = Follower(str(path), fd, (st.st_dev, st.st_ino), 0, 0.0).blocks(0.0)
+    finally:
+        os.close(fd)
+    assert (block.lines, block.stop, block.end) == (["one", "two", "three"], 15, 15)
 
 
 def test_a_swallowed_late_newline_makes_the_offsets_explicit() -> None:
