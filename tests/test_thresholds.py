@@ -162,6 +162,19 @@ def test_a_batch_merges_a_keys_hits_from_its_fresh_chunks_only(
     assert window(redis_client, "203.0.113.9") == [1000.0, 1001.0, 1002.0]
 
 
+def test_merged_hits_see_earlier_times_as_stored(redis_server,  # type: ignore[no-untyped-def]
+                                                redis_client: redis.Redis) -> None:
+    # EventTimes carry nanoseconds; a window stores 14 digits. Merged in one batch, the
+    # second hit must see the first as a GET would have: 1700000000.1235, inside the window.
+    rules = parse_pack(PACK.replace("count: 3, window: 60", "count: 2, window: 10.5"), "b.yml")
+    state = build_state(Settings(redis_url=redis_server.url), rules)
+    chunk = Chunk("ns", [Segment.of("h1", "auth.log", 1700000000.12345678, [fail("192.0.2.1")]),
+                         Segment.of("h2", "auth.log", 1700000010.6235, [fail("192.0.2.1")])])
+    process_batch(state, Batch("t", [chunk]))
+    (alert,) = alerts(redis_client)
+    assert (alert["count"], alert["first"], alert["agent"]) == ("2", "1700000000.124", "h2")
+
+
 def test_a_window_kept_as_a_sorted_set_by_earlier_versions_carries_on(
         workers: list[WorkerState], redis_client: redis.Redis) -> None:
     key = KEYS.threshold("ssh-burst", "203.0.113.9")
