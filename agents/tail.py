@@ -33,6 +33,9 @@ Resume = Callable[[str, FileKey, int], int]
 """``(path, identity, size) -> offset`` to start at (the registry's acked offset)."""
 Retired = Callable[[FileKey, int], None]
 """``(identity, offset)``: a file was finished and closed after its last line at offset."""
+RETIRE_ATTEMPTS = 40
+"""Polls that try to finish a file gone from the globs whose reading fails (``EIO``...)
+before its unread rest is given up: about 10 s at the default poll interval."""
 
 
 class Follower:
@@ -45,6 +48,7 @@ class Follower:
         after_cut = offset > 0 and os.pread(fd, 1, offset - 1) not in (b"\n", b"")
         self.buffer = LineBuffer(offset, after_cut=after_cut)
         self.grew_at = now
+        self.failed_retires = 0
 
     def blocks(self, now: float) -> Iterator[Block]:
         """Blocks of complete lines up to the current end of the file, read lazily."""
@@ -124,7 +128,7 @@ class TailSource:
         if self._known:
             self._adopt_rotated(found, clock())
         for key in [k for k in self._followers if k not in found]:
-            await self._retire(self._followers.pop(key), sink, clock())
+            await self._retire(key, sink, clock())
         for key, path in found.items():
             follower = self._followers.get(key)
             if follower is None:
@@ -132,9 +136,11 @@ class TailSource:
             elif follower.path != path:
                 log.info("%s was renamed to %s; still following it", follower.path, path)
                 follower.path = path
-        for follower in list(self._followers.values()):
+        for key, follower in list(self._followers.items()):
             if self._stopped.is_set():
                 return
+            if key not in found:
+                continue  # a file still being finished (see _retire)
             try:
                 await self._read(follower, sink, clock)
             except OSError as exc:  # e.g. EIO: keep the others going, retry next poll
@@ -191,17 +197,33 @@ class TailSource:
         if follower.buffer.pending and clock() - follower.grew_at >= self.partial_line_timeout:
             await _emit(sink, follower.take_partial())
 
-    async def _retire(self, follower: Follower, sink: Sink, now: float) -> None:
-        """Finish a file that left the globs: read its tail, emit its last line, close it."""
-        try:
+    async def _retire(self, key: FileKey, sink: Sink, now: float) -> None:
+        """Finish a file that left the globs: read its tail, emit its last line, close it.
+
+        A read that fails leaves the file to the next poll (the lines already emitted are
+        not read again), up to :data:`RETIRE_ATTEMPTS`: one bad file never stops the others.
+        """
+        follower = self._followers[key]
+        if not follower.failed_retires:
             log.info("%s was rotated away or deleted; finishing it", follower.path)
+        try:
             for block in follower.blocks(now):
                 await sink(block)
+        except OSError as exc:
+            follower.failed_retires += 1
+            if follower.failed_retires < RETIRE_ATTEMPTS:
+                log.warning("cannot finish %s: %s; trying again at the next poll",
+                            follower.path, exc)
+                return
+            log.error("giving up on %s after %d failed reads (%s): its bytes from offset %d "
+                      "on are not shipped", follower.path, follower.failed_retires, exc,
+                      follower.buffer.offset)
+        else:
             await _emit(sink, follower.take_partial())
-            if self._retired is not None:
-                self._retired(follower.key, follower.buffer.offset)
-        finally:
-            follower.close()
+        if self._retired is not None:
+            self._retired(follower.key, follower.buffer.offset)
+        del self._followers[key]
+        follower.close()
 
 
 async def _emit(sink: Sink, block: Block | None) -> None:

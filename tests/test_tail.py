@@ -213,6 +213,54 @@ def test_rename_rotation_finishes_old_file_before_the_new(tmp_path: Path) -> Non
     assert sink.blocks[0].key != sink.blocks[2].key
 
 
+def failing_reads(src: TailSource, path: Path, dir_fd: int) -> tuple[Follower, int]:
+    """Make reads of ``path``'s follower fail (its fd swapped for a directory's: EISDIR)."""
+    (follower,) = [f for f in src._followers.values() if f.path == str(path)]
+    good, follower.fd = follower.fd, dir_fd
+    return follower, good
+
+
+def test_a_rotated_file_that_fails_to_finish_is_retried_and_stops_no_other(
+        tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a, b = logs / "a.log", logs / "b.log"
+    a.write_bytes(b"a1\n")
+    b.write_bytes(b"b1\n")
+    src, sink, clock = tail(logs / "*.log"), Collect(), Clock()
+    assert sorted(poll(src, sink, clock)) == ["a1", "b1"]
+    append(a, b"a2\n")
+    a.rename(tmp_path / "a.log.1")
+    follower, good = failing_reads(src, a, os.open(tmp_path, os.O_RDONLY))
+    append(b, b"b2\n")
+    assert poll(src, sink, clock) == ["b2"]  # a fails to finish; b goes on
+    append(b, b"b3\n")
+    assert poll(src, sink, clock) == ["b3"]
+    os.close(follower.fd)
+    follower.fd = good  # the disk recovers
+    assert poll(src, sink, clock) == ["a2"]
+    assert [f.path for f in src._followers.values()] == [str(b)]
+
+
+def test_a_file_that_never_finishes_is_given_up_and_retired(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.tail.RETIRE_ATTEMPTS", 2)
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\n")
+    retired: list[tuple[FileKey, int]] = []
+    src = TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
+                     resume=no_registry, retired=lambda key, offset: retired.append((key, offset)))
+    sink, clock = Collect(), Clock()
+    assert poll(src, sink, clock) == ["a1"]
+    append(log, b"a2\n")
+    log.rename(tmp_path / "app.log.1")
+    follower, good = failing_reads(src, log, os.open(tmp_path, os.O_RDONLY))
+    assert poll(src, sink, clock) == [] and src._followers
+    assert poll(src, sink, clock) == [] and not src._followers
+    assert retired == [(follower.key, 3)]
+    os.close(good)
+
+
 def test_rotated_name_still_matching_is_not_read_twice(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a\n")
