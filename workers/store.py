@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,32 +54,23 @@ local function threshold_hits(h)
   local z, evs = h[1], h[4]
   local m = (h[2] - 1) * 5
   local count, window = rules[m + 3], rules[m + 4]
+  local times = {}  -- the window is times[lo..last]
   local raw = redis.pcall('GET', z)
   if type(raw) == 'table' then  -- WRONGTYPE: a sorted set, as earlier versions kept it
     local old = redis.call('ZRANGE', z, -count, -1, 'WITHSCORES')
-    local scores = {}
-    for j = 2, #old, 2 do scores[#scores + 1] = old[j] end
-    raw = table.concat(scores, ' ')
+    for j = 2, #old, 2 do times[#times + 1] = tonumber(old[j]) end
+  elseif raw then
+    for t in string.gmatch(raw, '%S+') do times[#times + 1] = tonumber(t) end
   end
-  local times, lo, last = nil, 1, 0  -- the window is times[lo..last]
+  local lo, last = 1, #times
   for e = 1, #evs, 3 do
     local ts, n = evs[e], evs[e + 2]
     local stale = ts - window
     local kept, before = {}, 0
-    if times then
-      for j = lo, last do
-        if times[j] >= stale then
-          before = before + 1
-          kept[before] = times[j]
-        end
-      end
-    elseif raw then
-      for t in string.gmatch(raw, '%S+') do
-        t = tonumber(t)
-        if t >= stale then
-          before = before + 1
-          kept[before] = t
-        end
+    for j = lo, last do
+      if times[j] >= stale then
+        before = before + 1
+        kept[before] = times[j]
       end
     end
     for j = before + 1, before + math.min(n, count) do kept[j] = ts end
@@ -239,12 +231,9 @@ class ResultStore:
         table, the key, and the events in the order they were read, three values each: the
         log time, the agent and the number of hits. The script merges a batch's entries
         for one key, which then costs one GET and one SET."""
-        events: dict[tuple[int, str], list[Any]] = {}
+        events: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
         for (r, key, ts, agent), count in delta.hits.items():
-            found = events.get((r, key))
-            if found is None:
-                found = events[(r, key)] = []
-            found += (ts, agent, count)
+            events[(r, key)] += (ts, agent, count)
         window_key, slots, rules = self.keys.threshold, self._slots, self.rules
         return [[window_key(rules[r].id, key), slots[r], key, found]
                 for (r, key), found in events.items()]
