@@ -7,7 +7,8 @@ sources wait in ``await sink(block)`` instead of reading on.
 
 Exactly once, with the workers' per-chunk dedup: a chunk of file lines is recorded as an
 intent in the registry before it is first sent, and resent under the same id until acked,
-also by a restarted agent (``agents.replay``). Lines from stdin or the generator cannot be
+also by a restarted agent (``agents.replay``); a chunk whose file cannot be read back for
+now is tried again, backing off, while new lines flow. Lines from stdin or the generator cannot be
 read again, so their chunks are never mixed with file lines and are resent only while
 this process lives: a killed agent loses the ones not acked yet.
 """
@@ -25,12 +26,14 @@ from agents.committer import Committer
 from agents.encoder import FrameEncoder
 from agents.intent import Intent
 from agents.registry import Registry
-from agents.replay import rebuild
+from agents.replay import ReplayDeferred, rebuild
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 16
+REPLAY_RETRY_FIRST, REPLAY_RETRY_MAX = 0.5, 30.0
+"""Seconds before a chunk that could not be read back is tried again: doubling, capped."""
 
 
 class Agent:
@@ -50,6 +53,9 @@ class Agent:
         self._committer = Committer(registry)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self._deferred: list[Intent] = []
+        self._retry_in = REPLAY_RETRY_FIRST
+        self._retry_at = 0.0
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -76,10 +82,13 @@ class Agent:
             await self._wait(finish)
         finally:
             await self._close(finish)
+        if self._deferred:
+            log.error("%d chunk(s) of %d line(s) could not be read back to resend; they stay "
+                      "in the registry for the next start", len(self._deferred),
+                      sum(i.lines for i in self._deferred))
         if self.unacked_lines:
             log.error("%d line(s) read but not acked by the gateway", self.unacked_lines)
-            return 1
-        if self.failed_sources:
+        if self.unacked_lines or self._deferred or self.failed_sources:
             return 1
         log.info("done: %d line(s) shipped and acked", self.lines_acked)
         return 0
@@ -124,12 +133,19 @@ class Agent:
 
     async def _ship(self) -> None:
         """Resend what a previous run left unacked, then queue -> batcher -> client."""
-        await self._replay()
         clock = asyncio.get_running_loop().time
+        await self._replay(self.registry.pending(), clock())
         batcher = self._batcher
         while True:
+            deadline = batcher.deadline
+            if self._deferred:
+                if clock() >= self._retry_at:
+                    await self._replay(self._deferred, clock())
+                if self._deferred:
+                    deadline = self._retry_at if deadline is None else min(deadline,
+                                                                            self._retry_at)
             try:
-                async with asyncio.timeout_at(batcher.deadline):
+                async with asyncio.timeout_at(deadline):
                     block = await self._queue.get()
             except TimeoutError:
                 await self._send(batcher.due(clock()))
@@ -140,10 +156,16 @@ class Agent:
             for batch in batcher.add(block, clock()):
                 await self._send(batch)
 
-    async def _replay(self) -> None:
-        """Every pending intent, rebuilt from its files, goes out first under its own id."""
-        for intent in self.registry.pending():
-            kept, blocks, entries = rebuild(intent, self._encoder)
+    async def _replay(self, intents: list[Intent], now: float) -> None:
+        """Each pending intent, rebuilt from its files, goes out under its own id (at start,
+        before any new line); those that cannot be read now wait for the next try."""
+        deferred: list[tuple[Intent, ReplayDeferred]] = []
+        for intent in intents:
+            try:
+                kept, blocks, entries = rebuild(intent, self._encoder)
+            except ReplayDeferred as exc:
+                deferred.append((intent, exc))
+                continue
             if kept != intent:
                 lost = intent.lines - kept.lines
                 log.warning("chunk %s: %d of its %d line(s) cannot be replayed%s", intent.chunk,
@@ -160,6 +182,15 @@ class Agent:
             frame = self._encoder.frame(blocks, entries, intent.chunk)
             await self._client.reserve()
             self._client.put(Chunk(intent.chunk, frame, kept.lines))
+        self._deferred = [intent for intent, _ in deferred]
+        if not deferred:
+            self._retry_in = REPLAY_RETRY_FIRST
+            return
+        self._retry_at = now + self._retry_in
+        log.warning("%d chunk(s) of %d line(s) cannot be read back now (%s); trying again in "
+                    "%.1fs", len(deferred), sum(i.lines for i, _ in deferred), deferred[0][1],
+                    self._retry_in)
+        self._retry_in = min(self._retry_in * 2, REPLAY_RETRY_MAX)
 
     async def _send(self, batch: list[Block] | None) -> None:
         """Ship ``batch``; file lines and other lines go in separate chunks (see above)."""

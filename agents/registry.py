@@ -32,6 +32,14 @@ Files = dict[FileKey, tuple[str, int]]
 """File identity -> (path it was last read as, offset just past what is accounted for)."""
 
 
+def _may_exist(path: str, key: FileKey) -> bool:
+    """Whether to keep a file's position: unless it is surely gone (see ``find_file``)."""
+    try:
+        return find_file(path, key) is not None
+    except OSError:
+        return True
+
+
 class Registry:
     """Offsets and pending intents, loaded at start and saved as chunks go out and come back."""
 
@@ -64,7 +72,7 @@ class Registry:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = f"REGISTRY_PATH={path!r} is not a readable registry: {exc}"
             raise SettingsError(msg) from exc
-        reg._files = {k: e for k, e in reg._files.items() if find_file(e[0], k) is not None}
+        reg._files = {k: e for k, e in reg._files.items() if _may_exist(e[0], k)}
         log.info("registry %s: %d file(s) to resume, %d chunk(s) to resend", path,
                  len(reg._files), len(reg._intents))
         return reg

@@ -6,6 +6,10 @@ line shipped unterminated (``cut``). Its fingerprint must match the one taken wh
 first sent (in this encoding, or in one that earlier agents used). What cannot
 be rebuilt (file deleted, truncated, rewritten) is logged with the chunk id, the file and
 the number of lines lost; the rest still goes out under the id.
+
+A read that fails for any other reason (out of descriptors, an I/O error, a permission
+taken away) loses nothing: the whole chunk is :class:`ReplayDeferred` and stays pending,
+since a chunk id is recorded once and a part sent now would shut out the rest for good.
 """
 
 from __future__ import annotations
@@ -26,8 +30,15 @@ class SegmentLost(LogsigError):
     """A segment's lines can no longer be read back as they were sent (reason as text)."""
 
 
+class ReplayDeferred(LogsigError):
+    """A segment's file is there but cannot be read now: try the whole chunk again later."""
+
+
 def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block], list[bytes]]:
-    """What of ``intent`` can still be sent: the intent trimmed to it, blocks and entries."""
+    """What of ``intent`` can still be sent: the intent trimmed to it, blocks and entries.
+
+    Raises :class:`ReplayDeferred` if a segment's file cannot be read for now.
+    """
     kept: list[Segment] = []
     blocks: list[Block] = []
     entries: list[bytes] = []
@@ -39,10 +50,12 @@ def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block],
                     fingerprint(earlier) != seg.check
                     for earlier in encoder.earlier_entries(block)):
                 raise SegmentLost("its bytes changed since it was sent")
-        except (SegmentLost, OSError) as exc:
+        except (SegmentLost, FileNotFoundError) as exc:
             log.warning("chunk %s: %d line(s) of %s (bytes %d-%d) can no longer be replayed: %s",
                         intent.chunk, seg.lines, seg.path, seg.start, seg.end, exc)
             continue
+        except OSError as exc:
+            raise ReplayDeferred(f"{seg.path} (bytes {seg.start}-{seg.end}): {exc}") from exc
         kept.append(seg)
         blocks.append(block)
         entries.append(packed)

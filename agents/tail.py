@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from agents.block import READ_SIZE, Block, FileKey, LineBuffer, Sink
-from agents.identity import find_file, identity
+from agents.identity import find_file, identity, transient
 
 log = logging.getLogger(__name__)
 
@@ -164,26 +164,35 @@ class TailSource:
         for path, key in known:
             if key in found or key in self._followers:
                 continue
-            where = find_file(path, key)
+            try:
+                where = find_file(path, key)
+            except OSError as exc:
+                log.warning("cannot look for the file last seen as %s now (%s): trying again",
+                            path, exc)
+                self._known.append((path, key))
+                continue
             if where is not None:
                 log.info("%s (last seen as %s) was rotated away while the agent was down",
                          where, path)
-                self._open(where, now)
+                if not self._open(where, now):
+                    self._known.append((path, key))  # the globs will not offer it again
 
-    def _open(self, path: str, now: float) -> None:
+    def _open(self, path: str, now: float) -> bool:
+        """Follow ``path``; False if it could not be opened for a transient reason."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             log.warning("cannot open %s: %s", path, exc)
-            return
+            return not transient(exc)
         st = os.fstat(fd)
         key = identity(st)
         if key in self._followers:  # replaced by a followed file since the scan
             os.close(fd)
-            return
+            return True
         offset = self._resume(path, key, st.st_size)
         log.info("following %s from offset %d", path, offset)
         self._followers[key] = Follower(path, fd, key, offset, now)
+        return True
 
     async def _read(self, follower: Follower, sink: Sink, clock: Callable[[], float]) -> None:
         if follower.truncated():

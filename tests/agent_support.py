@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from agents.block import Block, Source
 
@@ -23,3 +27,16 @@ def run_source(src: Source, stop_after: float | None = None, timeout: float = 10
 
     asyncio.run(main())
     return blocks
+
+
+@contextmanager
+def out_of_descriptors() -> Iterator[None]:
+    """A real EMFILE for every new descriptor: the soft limit at the lowest free one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,8 +15,9 @@ from agents.agent import Agent
 from agents.encoder import FrameEncoder
 from agents.intent import Intent
 from agents.registry import Registry
-from agents.replay import rebuild
+from agents.replay import ReplayDeferred, rebuild
 from agents.runner import build_sources
+from tests.agent_support import out_of_descriptors
 from tests.test_agent_e2e import Gateway, settings_for, write_log
 from tests.test_tail import Clock, Collect, tail
 
@@ -108,4 +111,72 @@ def test_a_restart_resends_unacked_chunks_first_under_their_ids(tmp_path: Path) 
     assert [m.events for m in second.received[:2]] == [m.events for m in held]  # identical
     assert first.lines()[:100] + second.lines() == (
         [f"line {i}" for i in range(250)] + [f"more {i}" for i in range(50)])
+    assert Registry.load(str(tmp_path / "registry.json")).pending() == []
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_file_that_cannot_be_read_now_defers_the_whole_chunk(tmp_path: Path,
+                                                               renamed: bool) -> None:
+    log, other = tmp_path / "app.log", tmp_path / "other.log"
+    log.write_bytes(b"one\ntwo\n")
+    other.write_bytes(b"three\n")
+    intent = Intent("c-7", intent_of_file(log).segments + intent_of_file(other).segments)
+    if renamed:  # found again by searching the directory, which needs a descriptor too
+        log.rename(tmp_path / "app.log.1")
+    with out_of_descriptors(), pytest.raises(ReplayDeferred) as failed:
+        rebuild(intent, ENCODER)  # before: "the file is gone" (renamed) or an error, lost
+    assert f"{log} (bytes 0-8): [Errno 24] Too many open files" in str(failed.value)
+    kept, blocks, _ = rebuild(intent, ENCODER)  # descriptors again: nothing was lost
+    assert kept == intent
+    assert [b.lines for b in blocks] == [["one", "two"], ["three"]]
+
+
+def test_unacked_chunks_that_cannot_be_read_at_start_go_out_once_the_disk_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("agents.agent.REPLAY_RETRY_FIRST", 0.05)
+    log, other = tmp_path / "app.log", tmp_path / "other.log"
+    write_log(log, [f"line {i}" for i in range(250)])
+    broken = False
+    real_open = os.open
+
+    def flaky_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if broken and os.fspath(path) == str(log):  # as an I/O error of the disk would
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", flaky_open)
+
+    async def main() -> tuple[Gateway, Gateway]:
+        nonlocal broken
+        async with Gateway(lambda conn, n: "hold") as first:
+            settings = settings_for(first, tmp_path, shutdown_timeout=0.3)
+            registry = Registry.load(settings.registry_path)
+            agent = Agent(settings, build_sources(settings, [str(log)], registry), registry)
+            task = asyncio.create_task(agent.run())
+            await first.wait_lines(250)
+            agent.stop()
+            assert await asyncio.wait_for(task, 5) == 1  # nothing acked: all pending
+        broken = True
+        write_log(other, [f"other {i}" for i in range(30)])
+        async with Gateway() as second:
+            settings = settings_for(second, tmp_path)
+            registry = Registry.load(settings.registry_path)
+            agent = Agent(settings, build_sources(settings, [str(log), str(other)], registry),
+                          registry)
+            task = asyncio.create_task(agent.run())
+            await second.wait_lines(30)  # new lines flow while the old chunks wait
+            await asyncio.sleep(0.3)  # several failed tries
+            assert second.lines() == [f"other {i}" for i in range(30)]
+            broken = False
+            await second.wait_lines(280)
+            agent.stop()
+            assert await asyncio.wait_for(task, 5) == 0
+        return first, second
+
+    with caplog.at_level(logging.WARNING):
+        first, second = asyncio.run(main())
+    assert "cannot be read back now" in caplog.text and "Input/output error" in caplog.text
+    assert list(second.deliveries())[1:] == list(first.deliveries())  # under their ids
+    assert second.lines()[30:] == [f"line {i}" for i in range(250)]
     assert Registry.load(str(tmp_path / "registry.json")).pending() == []

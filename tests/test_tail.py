@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from agents.block import Block, FileKey, LineBuffer, plain_ends, split_lines
+from agents.identity import identity
 from agents.replay import split_segment
 from agents.tail import Follower, TailSource
+from tests.agent_support import out_of_descriptors
 
 
 class Collect:
@@ -259,6 +261,25 @@ def test_a_file_that_never_finishes_is_given_up_and_retired(
     assert poll(src, sink, clock) == [] and not src._followers
     assert retired == [(follower.key, 3)]
     os.close(good)
+
+
+def test_a_file_rotated_away_while_down_is_still_finished_after_running_out_of_fds(
+        tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\na2\n")
+    key = identity(os.stat(log))
+    log.rename(tmp_path / "app.log.1")  # it left the glob while the agent was down
+    src = TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
+                     resume=lambda path, k, size: 3, known=[(str(log), key)])
+    sink, clock = Collect(), Clock()
+
+    async def starved() -> None:
+        with out_of_descriptors():  # searching the directory fails: not "gone"
+            await src.poll(sink, clock)
+
+    asyncio.run(starved())
+    assert sink.take() == []
+    assert poll(src, sink, clock) == ["a2"]
 
 
 def test_rotated_name_still_matching_is_not_read_twice(tmp_path: Path) -> None:
