@@ -44,6 +44,7 @@ def build_sources(settings: Settings, paths: Sequence[str], registry: Registry, 
     if paths:
         sources.append(TailSource(paths, poll_interval=settings.poll_interval,
                                   partial_line_timeout=settings.partial_line_timeout,
+                                  rotate_wait=settings.rotate_wait,
                                   resume=registry.resume_offset, known=registry.known(),
                                   retired=registry.retire))
     if use_stdin:

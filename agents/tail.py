@@ -48,6 +48,8 @@ class Follower:
         after_cut = offset > 0 and os.pread(fd, 1, offset - 1) not in (b"\n", b"")
         self.buffer = LineBuffer(offset, after_cut=after_cut)
         self.grew_at = now
+        self.left_at: float | None = None
+        """When the file was first missed by the globs (None while they find it)."""
         self.failed_retires = 0
 
     def blocks(self, now: float) -> Iterator[Block]:
@@ -72,6 +74,13 @@ class Follower:
     def truncated(self) -> bool:
         return os.fstat(self.fd).st_size < self.buffer.position
 
+    def linked(self) -> bool:
+        """Whether the file still has a name (renamed, not deleted): a writer may add more."""
+        try:
+            return os.fstat(self.fd).st_nlink > 0
+        except OSError:
+            return False
+
     def read_to_end(self) -> bool:
         """Whether nothing follows the bytes read: a held partial line is the file's end."""
         try:
@@ -91,13 +100,14 @@ class TailSource:
     def __init__(self, patterns: Sequence[str], *, poll_interval: float,
                  partial_line_timeout: float, resume: Resume,
                  known: Sequence[tuple[str, FileKey]] = (),
-                 retired: Retired | None = None) -> None:
+                 retired: Retired | None = None, rotate_wait: float = 0.0) -> None:
         self.patterns = [os.path.abspath(p) for p in patterns]  # stable registry keys
         self.poll_interval = poll_interval
         self.partial_line_timeout = partial_line_timeout
         self._resume = resume
         self._known = list(known)
         self._retired = retired
+        self.rotate_wait = rotate_wait
         self._followers: dict[FileKey, Follower] = {}
         self._stopped = asyncio.Event()
 
@@ -123,23 +133,27 @@ class TailSource:
             self._followers.clear()
 
     async def poll(self, sink: Sink, clock: Callable[[], float]) -> None:
-        """One pass: retire files gone from the globs, open new ones, read all to the end."""
+        """One pass: retire files gone from the globs (renamed ones after ``rotate_wait``),
+        open new ones, read all to the end."""
         found = self._scan()
         if self._known:
             self._adopt_rotated(found, clock())
         for key in [k for k in self._followers if k not in found]:
-            await self._retire(key, sink, clock())
+            if not self._waiting(self._followers[key], clock()):
+                await self._retire(key, sink, clock())
         for key, path in found.items():
             follower = self._followers.get(key)
             if follower is None:
                 self._open(path, clock())
-            elif follower.path != path:
+                continue
+            follower.left_at = None
+            if follower.path != path:
                 log.info("%s was renamed to %s; still following it", follower.path, path)
                 follower.path = path
-        for key, follower in list(self._followers.items()):
+        for follower in list(self._followers.values()):
             if self._stopped.is_set():
                 return
-            if key not in found:
+            if follower.failed_retires:
                 continue  # a file still being finished (see _retire)
             try:
                 await self._read(follower, sink, clock)
@@ -205,6 +219,18 @@ class TailSource:
                 return
         if follower.buffer.pending and clock() - follower.grew_at >= self.partial_line_timeout:
             await _emit(sink, follower.take_partial())
+
+    def _waiting(self, follower: Follower, now: float) -> bool:
+        """Whether a file that left the globs is still read as usual: renamed (not deleted)
+        less than ``rotate_wait`` ago, its writer may not have reopened the new file yet
+        (like Fluent Bit's ``Rotate_Wait``)."""
+        if follower.left_at is None:
+            follower.left_at = now
+            if self.rotate_wait > 0 and follower.linked():
+                log.info("%s left the globs; following it %.1fs more for its writer's last "
+                         "lines", follower.path, self.rotate_wait)
+        return not follower.failed_retires and now - follower.left_at < self.rotate_wait and \
+            follower.linked()
 
     async def _retire(self, key: FileKey, sink: Sink, now: float) -> None:
         """Finish a file that left the globs: read its tail, emit its last line, close it.

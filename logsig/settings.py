@@ -47,6 +47,7 @@ ENV_NAMES: dict[str, str] = {
     "tag": "FLUENT_TAG",
     "partial_line_timeout": "PARTIAL_LINE_TIMEOUT",
     "poll_interval": "POLL_INTERVAL",
+    "rotate_wait": "ROTATE_WAIT",
     "rules_path": "RULES_PATH",
     "worker_concurrency": "WORKER_CONCURRENCY",
     "queue": "QUEUE",
@@ -105,6 +106,7 @@ class Settings:
     tag: str = "logsig"
     partial_line_timeout: float = 5.0
     poll_interval: float = 0.25
+    rotate_wait: float = 5.0
     rules_path: str = ""
     worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue: str = "logsig"
@@ -142,17 +144,7 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_frame_bytes", "max_inflight_publishes",
-                    "agent_max_inflight", "worker_concurrency", "match_stream_maxlen",
-                    "max_upload_bytes", "max_connections", "max_records_per_chunk",
-                    "max_line_bytes")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval",
-                     "read_timeout", "analyze_timeout"):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
+        self._check_numbers()
         for name, choices in (("ack_mode", ACK_MODES), ("event_loop", EVENT_LOOPS)):
             if getattr(self, name) not in choices:
                 raise SettingsError(f"{ENV_NAMES[name]} must be one of {', '.join(choices)}, "
@@ -167,6 +159,21 @@ class Settings:
             if not 0 <= getattr(self, name) < 65536:
                 raise SettingsError(f"{ENV_NAMES[name]} must be 0..65535 (0: any free port), "
                                     f"got {getattr(self, name)!r}")
+
+    def _check_numbers(self) -> None:
+        positive = ("batch_size", "max_frame_bytes", "max_inflight_publishes",
+                    "agent_max_inflight", "worker_concurrency", "match_stream_maxlen",
+                    "max_upload_bytes", "max_connections", "max_records_per_chunk",
+                    "max_line_bytes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("timeout", "ack_timeout", "retry_initial", "retry_max", "poll_interval",
+                     "read_timeout", "analyze_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
+        if self.rotate_wait < 0:
+            raise SettingsError(f"ROTATE_WAIT must be >= 0, got {self.rotate_wait!r}")
 
     @classmethod
     def from_env(

@@ -124,7 +124,7 @@ def test_non_numeric_value_names_the_variable(field: str) -> None:
     [("BATCH_SIZE", "0"), ("MAX_FRAME_BYTES", "-1"), ("WORKER_CONCURRENCY", "0"),
      ("TIMEOUT", "0"), ("ACK_TIMEOUT", "-2.5"), ("POLL_INTERVAL", "0"),
      ("HEALTH_PORT", "-1"), ("GATEWAY_PORT", "65536"), ("READ_TIMEOUT", "0"),
-     ("EVENT_LOOP", "trio")],
+     ("ROTATE_WAIT", "-1"), ("EVENT_LOOP", "trio")],
 )
 def test_out_of_range_value_names_the_variable(var: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{var} must be"):

@@ -282,6 +282,47 @@ def test_a_file_rotated_away_while_down_is_still_finished_after_running_out_of_f
     assert poll(src, sink, clock) == ["a2"]
 
 
+def waiting_tail(log: Path, retired: list[tuple[FileKey, int]]) -> TailSource:
+    return TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
+                      resume=no_registry, rotate_wait=5.0,
+                      retired=lambda key, offset: retired.append((key, offset)))
+
+
+def test_a_renamed_file_is_still_read_for_rotate_wait_then_finished(tmp_path: Path) -> None:
+    log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_bytes(b"a1\n")
+    retired: list[tuple[FileKey, int]] = []
+    src, sink, clock = waiting_tail(log, retired), Collect(), Clock()
+    assert poll(src, sink, clock) == ["a1"]
+    log.rename(rotated)
+    log.write_bytes(b"b1\n")
+    append(rotated, b"a2\n")  # its writer has not reopened app.log yet
+    assert sorted(poll(src, sink, clock)) == ["a2", "b1"]
+    clock.now += 4.9
+    append(rotated, b"a3\n")
+    assert poll(src, sink, clock) == ["a3"] and not retired
+    clock.now += 0.2
+    append(rotated, b"a4\n")
+    assert poll(src, sink, clock) == ["a4"]  # read to its end, then retired
+    assert retired == [(identity(os.stat(rotated)), 12)]
+    append(rotated, b"a5\n")
+    append(log, b"b2\n")
+    assert poll(src, sink, clock) == ["b2"]
+
+
+def test_a_deleted_file_is_finished_at_once_whatever_the_rotate_wait(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\n")
+    retired: list[tuple[FileKey, int]] = []
+    src, sink, clock = waiting_tail(log, retired), Collect(), Clock()
+    assert poll(src, sink, clock) == ["a1"]
+    key = identity(os.stat(log))
+    append(log, b"a2\n")
+    log.unlink()
+    assert poll(src, sink, clock) == ["a2"]
+    assert retired == [(key, 6)] and not src._followers
+
+
 def test_rotated_name_still_matching_is_not_read_twice(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a\n")

@@ -82,7 +82,8 @@ class Writer:
     """Appends ``count`` lines to a log file at a steady rate, in a thread, like an app.
 
     Each step reopens the path in append mode, so after a rename rotation the next lines go
-    to a new file at the same path, as with a logging app that reopens on SIGHUP.
+    to a new file at the same path, as with a logging app that reopens on SIGHUP; or, for
+    ``late`` seconds, still to the renamed file, as with an app slow to reopen.
     """
 
     path: Path
@@ -92,6 +93,7 @@ class Writer:
     written: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _rotated: Path | None = None
 
     def start(self) -> None:
         self.path.touch()
@@ -103,16 +105,22 @@ class Writer:
         while self.written < self.count:
             n = min(step, self.count - self.written)
             text = "".join(self.vocabulary.line(self.written + i) + "\n" for i in range(n))
-            with self.lock, self.path.open("a", encoding="utf-8") as out:
+            with self.lock, (self._rotated or self.path).open("a", encoding="utf-8") as out:
                 out.write(text)
                 self.written += n
             delay = started + self.written / self.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
 
-    def rotate_by_rename(self) -> None:
+    def rotate_by_rename(self, late: float = 0.0) -> None:
+        rotated = self.path.with_name(self.path.name + ".1")
         with self.lock:
-            os.rename(self.path, self.path.with_name(self.path.name + ".1"))
+            os.rename(self.path, rotated)
+            self._rotated = rotated if late else None
+        if late:
+            time.sleep(late)
+            with self.lock:
+                self._rotated = None
 
     def copytruncate(self, caught_up: Callable[[int], bool],
                      noticed: Callable[[], bool]) -> None:

@@ -109,6 +109,12 @@ def test_rotation_by_rename_mid_stream(cluster: Cluster) -> None:
                       lambda _c, writers: writers[0].rotate_by_rename())
 
 
+def test_rotation_by_rename_with_an_app_slow_to_reopen(cluster: Cluster) -> None:
+    # Lines still written to the renamed file for 1 s: read thanks to ROTATE_WAIT (5 s).
+    stream_with_fault(cluster, "rotate: rename, app reopens 1 s late",
+                      lambda _c, writers: writers[0].rotate_by_rename(late=1.0))
+
+
 def test_copytruncate_mid_stream(cluster: Cluster) -> None:
     def caught_up(written: int) -> bool:
         return cluster.counts(KEYS.agents)["agent-1"] >= written
