@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agents.batcher import Batcher, halve
 from agents.block import Block, Source
@@ -134,13 +134,13 @@ class Agent:
     async def _ship(self) -> None:
         """Resend what a previous run left unacked, then queue -> batcher -> client."""
         clock = asyncio.get_running_loop().time
-        await self._replay(self.registry.pending(), clock())
+        await self._replay(self.registry.pending(), clock)
         batcher = self._batcher
         while True:
             deadline = batcher.deadline
             if self._deferred:
                 if clock() >= self._retry_at:
-                    await self._replay(self._deferred, clock())
+                    await self._replay(self._deferred, clock)
                 if self._deferred:
                     deadline = self._retry_at if deadline is None else min(deadline,
                                                                             self._retry_at)
@@ -156,9 +156,9 @@ class Agent:
             for batch in batcher.add(block, clock()):
                 await self._send(batch)
 
-    async def _replay(self, intents: list[Intent], now: float) -> None:
-        """Each pending intent, rebuilt from its files, goes out under its own id (at start,
-        before any new line); those that cannot be read now wait for the next try."""
+    async def _replay(self, intents: list[Intent], clock: Callable[[], float]) -> None:
+        """Each pending intent, rebuilt from its files, goes out under its own id (first at
+        start, before any new line); those that cannot be read now wait for the next try."""
         deferred: list[tuple[Intent, ReplayDeferred]] = []
         for intent in intents:
             try:
@@ -186,7 +186,7 @@ class Agent:
         if not deferred:
             self._retry_in = REPLAY_RETRY_FIRST
             return
-        self._retry_at = now + self._retry_in
+        self._retry_at = clock() + self._retry_in
         log.warning("%d chunk(s) of %d line(s) cannot be read back now (%s); trying again in "
                     "%.1fs", len(deferred), sum(i.lines for i, _ in deferred), deferred[0][1],
                     self._retry_in)

@@ -19,7 +19,7 @@ import os
 
 from agents.block import Block, LineBuffer, plain_ends
 from agents.encoder import FrameEncoder
-from agents.identity import find_file, identity
+from agents.identity import GONE, find_file, identity
 from agents.intent import Intent, Segment, fingerprint
 from logsig.errors import LogsigError
 
@@ -50,7 +50,7 @@ def rebuild(intent: Intent, encoder: FrameEncoder) -> tuple[Intent, list[Block],
                     fingerprint(earlier) != seg.check
                     for earlier in encoder.earlier_entries(block)):
                 raise SegmentLost("its bytes changed since it was sent")
-        except (SegmentLost, FileNotFoundError) as exc:
+        except (SegmentLost, *GONE) as exc:
             log.warning("chunk %s: %d line(s) of %s (bytes %d-%d) can no longer be replayed: %s",
                         intent.chunk, seg.lines, seg.path, seg.start, seg.end, exc)
             continue

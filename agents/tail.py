@@ -1,10 +1,12 @@
 """Follow files like ``tail -F``: appended lines, rotation, truncation, late new files.
 
 Files are tracked by identity ``(st_dev, st_ino)``, not by name, so a renamed file is
-still the same file. Each poll re-reads the globs: a followed file no longer matched
-(renamed away or deleted) is read to its end, its unterminated last line is emitted, and
-only then is it closed, before the file that took its name is opened; a file that shrank
-below our position was truncated in place (copytruncate) and is re-read from 0.
+still the same file. Each poll re-reads the globs: a followed file no longer matched is
+still read for ``rotate_wait`` seconds if it was renamed (its writer may not have reopened
+the new file yet), then read to its end, its unterminated last line emitted, and closed; a
+deleted file is finished at once. A file that shrank below our position was truncated in
+place (copytruncate) and is re-read from 0. A poll whose globs cannot be listed (out of
+descriptors...) retires nothing: an empty listing must not read as every file gone.
 
 A restarted agent is told which files it knew (``known``): one that was rotated away
 while the agent was down is found again in its directory and finished the same way.
@@ -23,9 +25,10 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
+from itertools import takewhile
 
 from agents.block import READ_SIZE, Block, FileKey, LineBuffer, Sink
-from agents.identity import find_file, identity, transient
+from agents.identity import GONE, find_file, identity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ class TailSource:
         self._known = list(known)
         self._retired = retired
         self.rotate_wait = rotate_wait
+        self._unlisted = False
         self._followers: dict[FileKey, Follower] = {}
         self._stopped = asyncio.Event()
 
@@ -135,10 +139,10 @@ class TailSource:
     async def poll(self, sink: Sink, clock: Callable[[], float]) -> None:
         """One pass: retire files gone from the globs (renamed ones after ``rotate_wait``),
         open new ones, read all to the end."""
-        found = self._scan()
-        if self._known:
+        found, complete = self._scan()
+        if self._known and complete:
             self._adopt_rotated(found, clock())
-        for key in [k for k in self._followers if k not in found]:
+        for key in [k for k in self._followers if k not in found] if complete else ():
             if not self._waiting(self._followers[key], clock()):
                 await self._retire(key, sink, clock())
         for key, path in found.items():
@@ -146,7 +150,7 @@ class TailSource:
             if follower is None:
                 self._open(path, clock())
                 continue
-            follower.left_at = None
+            follower.left_at, follower.failed_retires = None, 0  # matched again
             if follower.path != path:
                 log.info("%s was renamed to %s; still following it", follower.path, path)
                 follower.path = path
@@ -160,9 +164,22 @@ class TailSource:
             except OSError as exc:  # e.g. EIO: keep the others going, retry next poll
                 log.warning("cannot read %s: %s", follower.path, exc)
 
-    def _scan(self) -> dict[FileKey, str]:
+    def _scan(self) -> tuple[dict[FileKey, str], bool]:
+        """Regular files the globs match, and whether every pattern's directory could be
+        listed (``glob`` returns nothing, silently, when it cannot)."""
         found: dict[FileKey, str] = {}
+        complete = True
         for pattern in self.patterns:
+            try:
+                os.scandir(_fixed_dir(pattern)).close()
+            except GONE:
+                pass  # no such directory yet: truly no files
+            except OSError as exc:
+                if not self._unlisted:
+                    log.warning("cannot list %s (%s): no file counts as gone until it can",
+                                _fixed_dir(pattern), exc)
+                complete = False
+                continue
             for path in sorted(glob.glob(pattern)):
                 try:
                     st = os.stat(path)
@@ -170,7 +187,10 @@ class TailSource:
                     continue  # vanished between glob and stat
                 if stat.S_ISREG(st.st_mode):
                     found.setdefault((st.st_dev, st.st_ino), path)
-        return found
+        if complete and self._unlisted:
+            log.info("the globs can be listed again")
+        self._unlisted = not complete
+        return found, complete
 
     def _adopt_rotated(self, found: dict[FileKey, str], now: float) -> None:
         """Open files known from before a restart that left the globs, so they get finished."""
@@ -192,12 +212,12 @@ class TailSource:
                     self._known.append((path, key))  # the globs will not offer it again
 
     def _open(self, path: str, now: float) -> bool:
-        """Follow ``path``; False if it could not be opened for a transient reason."""
+        """Follow ``path``; False if it could not be opened but may still be there."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             log.warning("cannot open %s: %s", path, exc)
-            return not transient(exc)
+            return isinstance(exc, GONE)
         st = os.fstat(fd)
         key = identity(st)
         if key in self._followers:  # replaced by a followed file since the scan
@@ -224,13 +244,15 @@ class TailSource:
         """Whether a file that left the globs is still read as usual: renamed (not deleted)
         less than ``rotate_wait`` ago, its writer may not have reopened the new file yet
         (like Fluent Bit's ``Rotate_Wait``)."""
-        if follower.left_at is None:
+        first = follower.left_at is None
+        if first:
             follower.left_at = now
-            if self.rotate_wait > 0 and follower.linked():
-                log.info("%s left the globs; following it %.1fs more for its writer's last "
-                         "lines", follower.path, self.rotate_wait)
-        return not follower.failed_retires and now - follower.left_at < self.rotate_wait and \
-            follower.linked()
+        waiting = (not follower.failed_retires and now - follower.left_at < self.rotate_wait
+                   and follower.linked())
+        if first and waiting:
+            log.info("%s left the globs; following it %.1fs more for its writer's last lines",
+                     follower.path, self.rotate_wait)
+        return waiting
 
     async def _retire(self, key: FileKey, sink: Sink, now: float) -> None:
         """Finish a file that left the globs: read its tail, emit its last line, close it.
@@ -264,3 +286,9 @@ class TailSource:
 async def _emit(sink: Sink, block: Block | None) -> None:
     if block is not None:
         await sink(block)
+
+
+def _fixed_dir(pattern: str) -> str:
+    """The deepest directory of ``pattern`` without glob characters: listed by every glob."""
+    fixed = takewhile(lambda part: not glob.has_magic(part), pattern.split(os.sep)[:-1])
+    return os.sep.join(fixed) or os.sep

@@ -173,7 +173,8 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
         if self.rotate_wait < 0:
-            raise SettingsError(f"ROTATE_WAIT must be >= 0, got {self.rotate_wait!r}")
+            raise SettingsError(f"{ENV_NAMES['rotate_wait']} must be >= 0, "
+                                f"got {self.rotate_wait!r}")
 
     @classmethod
     def from_env(

@@ -323,6 +323,44 @@ def test_a_deleted_file_is_finished_at_once_whatever_the_rotate_wait(tmp_path: P
     assert retired == [(key, 6)] and not src._followers
 
 
+def test_a_file_that_failed_to_finish_and_matches_again_is_followed_again(
+        tmp_path: Path) -> None:
+    log, rotated = tmp_path / "a.log", tmp_path / "a.log.1"
+    log.write_bytes(b"a1\n")
+    src, sink, clock = tail(log), Collect(), Clock()
+    assert poll(src, sink, clock) == ["a1"]
+    log.rename(rotated)
+    follower, good = failing_reads(src, log, os.open(tmp_path, os.O_RDONLY))
+    assert poll(src, sink, clock) == []  # finishing it fails once
+    os.close(follower.fd)
+    follower.fd = good
+    rotated.rename(log)  # back in the glob before the next try
+    append(log, b"a2\n")
+    assert poll(src, sink, clock) == ["a2"]
+    append(log, b"a3\n")
+    assert poll(src, sink, clock) == ["a3"]
+
+
+def test_globs_that_cannot_be_listed_retire_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\n")
+    retired: list[tuple[FileKey, int]] = []
+    src = TailSource([str(tmp_path / "*.log")], poll_interval=0.01, partial_line_timeout=1.0,
+                     resume=no_registry, retired=lambda key, off: retired.append((key, off)))
+    sink, clock = Collect(), Clock()
+    assert poll(src, sink, clock) == ["a1"]
+    append(log, b"a2\n")
+
+    async def starved() -> None:
+        with out_of_descriptors():  # glob() finds nothing, silently: not "every file gone"
+            await src.poll(sink, clock)
+
+    asyncio.run(starved())
+    assert sink.take() == ["a2"] and not retired  # still followed, still read
+    append(log, b"a3\n")
+    assert poll(src, sink, clock) == ["a3"] and not retired
+
+
 def test_rotated_name_still_matching_is_not_read_twice(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a\n")
