@@ -137,15 +137,8 @@ class Agent:
         await self._replay(self.registry.pending(), clock)
         batcher = self._batcher
         while True:
-            deadline = batcher.deadline
-            if self._deferred:
-                if clock() >= self._retry_at:
-                    await self._replay(self._deferred, clock)
-                if self._deferred:
-                    deadline = self._retry_at if deadline is None else min(deadline,
-                                                                            self._retry_at)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(await self._next_deadline(clock)):
                     block = await self._queue.get()
             except TimeoutError:
                 await self._send(batcher.due(clock()))
@@ -156,15 +149,27 @@ class Agent:
             for batch in batcher.add(block, clock()):
                 await self._send(batch)
 
+    async def _next_deadline(self, clock: Callable[[], float]) -> float | None:
+        """The batcher's deadline, or the next try of deferred chunks if sooner (those due
+        are tried first)."""
+        if self._deferred and clock() >= self._retry_at:
+            await self._replay(self._deferred, clock)
+        deadline = self._batcher.deadline
+        if not self._deferred:
+            return deadline
+        return self._retry_at if deadline is None else min(deadline, self._retry_at)
+
     async def _replay(self, intents: list[Intent], clock: Callable[[], float]) -> None:
         """Each pending intent, rebuilt from its files, goes out under its own id (first at
         start, before any new line); those that cannot be read now wait for the next try."""
-        deferred: list[tuple[Intent, ReplayDeferred]] = []
+        deferred: list[Intent] = []
+        reason: ReplayDeferred | None = None
         for intent in intents:
             try:
                 kept, blocks, entries = rebuild(intent, self._encoder)
             except ReplayDeferred as exc:
-                deferred.append((intent, exc))
+                deferred.append(intent)
+                reason = reason or exc
                 continue
             if kept != intent:
                 lost = intent.lines - kept.lines
@@ -182,13 +187,13 @@ class Agent:
             frame = self._encoder.frame(blocks, entries, intent.chunk)
             await self._client.reserve()
             self._client.put(Chunk(intent.chunk, frame, kept.lines))
-        self._deferred = [intent for intent, _ in deferred]
+        self._deferred = deferred
         if not deferred:
             self._retry_in = REPLAY_RETRY_FIRST
             return
         self._retry_at = clock() + self._retry_in
         log.warning("%d chunk(s) of %d line(s) cannot be read back now (%s); trying again in "
-                    "%.1fs", len(deferred), sum(i.lines for i, _ in deferred), deferred[0][1],
+                    "%.1fs", len(deferred), sum(i.lines for i in deferred), reason,
                     self._retry_in)
         self._retry_in = min(self._retry_in * 2, REPLAY_RETRY_MAX)
 

@@ -79,17 +79,19 @@ class Follower:
 
     def linked(self) -> bool:
         """Whether the file still has a name (renamed, not deleted): a writer may add more."""
-        try:
-            return os.fstat(self.fd).st_nlink > 0
-        except OSError:
-            return False
+        st = self._stat()
+        return st is not None and st.st_nlink > 0
 
     def read_to_end(self) -> bool:
         """Whether nothing follows the bytes read: a held partial line is the file's end."""
+        st = self._stat()
+        return st is not None and st.st_size == self.buffer.position
+
+    def _stat(self) -> os.stat_result | None:
         try:
-            return os.fstat(self.fd).st_size == self.buffer.position
+            return os.fstat(self.fd)
         except OSError:
-            return False
+            return None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -105,6 +107,7 @@ class TailSource:
                  known: Sequence[tuple[str, FileKey]] = (),
                  retired: Retired | None = None, rotate_wait: float = 0.0) -> None:
         self.patterns = [os.path.abspath(p) for p in patterns]  # stable registry keys
+        self._dirs = [_fixed_dir(p) for p in self.patterns]
         self.poll_interval = poll_interval
         self.partial_line_timeout = partial_line_timeout
         self._resume = resume
@@ -169,15 +172,15 @@ class TailSource:
         listed (``glob`` returns nothing, silently, when it cannot)."""
         found: dict[FileKey, str] = {}
         complete = True
-        for pattern in self.patterns:
+        for pattern, directory in zip(self.patterns, self._dirs, strict=True):
             try:
-                os.scandir(_fixed_dir(pattern)).close()
+                os.scandir(directory).close()
             except GONE:
                 pass  # no such directory yet: truly no files
             except OSError as exc:
                 if not self._unlisted:
                     log.warning("cannot list %s (%s): no file counts as gone until it can",
-                                _fixed_dir(pattern), exc)
+                                directory, exc)
                 complete = False
                 continue
             for path in sorted(glob.glob(pattern)):

@@ -65,6 +65,16 @@ def poll(source: TailSource, sink: Collect, clock: Clock) -> list[str]:
     return sink.take()
 
 
+def poll_starved(source: TailSource, sink: Collect, clock: Clock) -> list[str]:
+    """:func:`poll` with no file descriptor to spare (a real EMFILE), the loop made before."""
+    async def starved() -> None:
+        with out_of_descriptors():
+            await source.poll(sink, clock)
+
+    asyncio.run(starved())
+    return sink.take()
+
+
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as fh:
         fh.write(data)
@@ -272,13 +282,7 @@ def test_a_file_rotated_away_while_down_is_still_finished_after_running_out_of_f
     src = TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
                      resume=lambda path, k, size: 3, known=[(str(log), key)])
     sink, clock = Collect(), Clock()
-
-    async def starved() -> None:
-        with out_of_descriptors():  # searching the directory fails: not "gone"
-            await src.poll(sink, clock)
-
-    asyncio.run(starved())
-    assert sink.take() == []
+    assert poll_starved(src, sink, clock) == []  # searching the directory fails: not "gone"
     assert poll(src, sink, clock) == ["a2"]
 
 
@@ -350,13 +354,8 @@ def test_globs_that_cannot_be_listed_retire_nothing(tmp_path: Path) -> None:
     sink, clock = Collect(), Clock()
     assert poll(src, sink, clock) == ["a1"]
     append(log, b"a2\n")
-
-    async def starved() -> None:
-        with out_of_descriptors():  # glob() finds nothing, silently: not "every file gone"
-            await src.poll(sink, clock)
-
-    asyncio.run(starved())
-    assert sink.take() == ["a2"] and not retired  # still followed, still read
+    # glob() finds nothing, silently: not "every file gone"; still followed, still read
+    assert poll_starved(src, sink, clock) == ["a2"] and not retired
     append(log, b"a3\n")
     assert poll(src, sink, clock) == ["a3"] and not retired
 
