@@ -22,6 +22,7 @@ from agents.stdin import StdinSource
 from agents.tail import TailSource
 from logsig.errors import SettingsError
 from logsig.gc_tuning import tune_gc
+from logsig.malloc_tuning import tune_malloc
 from logsig.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def run(settings: Settings, paths: Sequence[str], *, use_stdin: bool = False,
 async def _main(settings: Settings, sources: list[Source], registry: Registry) -> int:
     agent = Agent(settings, sources, registry)
     tune_gc()
+    tune_malloc()
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
         loop.add_signal_handler(sig, _on_signal, agent, sig)

@@ -22,6 +22,7 @@ from gateway.publisher import RedisPublisher
 from logsig.errors import SettingsError
 from logsig.gc_tuning import tune_gc
 from logsig.keys import Keys
+from logsig.malloc_tuning import tune_malloc
 from logsig.settings import Settings
 from logsig.tls import server_context
 
@@ -144,6 +145,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         tune_gc()
+        tune_malloc()
         await gateway.start()
         await stop.wait()
         await gateway.shutdown()

@@ -20,6 +20,7 @@ from celery.exceptions import Reject
 from logsig.batch import TASK_NAME, Batch
 from logsig.errors import ProtocolError
 from logsig.gc_tuning import tune_gc
+from logsig.malloc_tuning import tune_malloc
 from logsig.settings import Settings
 from workers.aggregate import Flat, aggregate, flatten
 from workers.engine import Engine, make_engine
@@ -115,6 +116,7 @@ class WorkerContext:
     def on_process_init(self, **_: Any) -> None:
         self.state()
         tune_gc()  # after the engine is built: its database and rules are frozen with it
+        tune_malloc()
 
     def state(self) -> WorkerState:
         if self._state is None:

@@ -12,6 +12,7 @@ import logging
 import redis
 
 from logsig.errors import RuleError
+from logsig.malloc_tuning import tune_malloc
 from logsig.settings import Settings
 from workers.app import create_app
 from workers.engine import backtracking_risks
@@ -57,6 +58,7 @@ def run(settings: Settings, hostname: str | None = None) -> int:
     except redis.RedisError as exc:
         log.error("cannot write rule metadata to %s: %s", settings.redis_url, exc)
         return EXIT_FAILURE
+    tune_malloc()  # the pool's parent too: it receives every task
     app = create_app(settings, rules)
     # app.start() is what app.worker_main() calls, but it also returns Celery's exit code.
     code = app.start(argv=worker_argv(settings, hostname))
