@@ -625,7 +625,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--agents", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=Settings().batch_size,
+                        help="BATCH_SIZE of the pipeline (default: the setting's default)")
     parser.add_argument("--timeout", type=float, default=1.0, help="TIMEOUT for every stack")
     parser.add_argument("--naive-lines", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)

@@ -92,7 +92,7 @@ class Settings:
     analyze_timeout: float = 600.0
     read_timeout: float = 30.0
     event_loop: str = "auto"
-    batch_size: int = 5000
+    batch_size: int = 10_000
     timeout: float = 1.0
     max_frame_bytes: int = 16 * 1024 * 1024
     max_inflight_publishes: int = 4
