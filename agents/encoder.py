@@ -18,6 +18,7 @@ import msgpack
 
 from agents.block import Block
 from logsig.forward import encode_packed_forward, event_time
+from logsig.newlines import count_newlines
 
 
 class FrameEncoder:
@@ -38,7 +39,7 @@ class FrameEncoder:
         if not block.lines:
             return b""
         text = "\n".join(block.lines)
-        if block.stop is None and text.count("\n") != len(block.lines) - 1:
+        if block.stop is None and count_newlines(text) != len(block.lines) - 1:
             raise ValueError(f"a line of {block.source} holds a newline")
         return self._packer.pack([int(block.time), {"message": text}])
 

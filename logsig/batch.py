@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 
 from logsig.errors import ProtocolError
+from logsig.newlines import count_newlines
 
 VERSION = 2
 TASK_NAME = "logsig.scan_batch"
@@ -68,9 +69,9 @@ class Segment:
         """Raise :class:`ProtocolError` if ``count`` does not describe ``text``."""
         if self.count < 0 or (self.count == 0 and self.text):
             raise ProtocolError(f"segment count {self.count} for {len(self.text)} characters")
-        if self.count > 1 and self.text.count("\n") != self.count - 1:
+        if self.count > 1 and count_newlines(self.text) != self.count - 1:
             raise ProtocolError(f"segment announces {self.count} lines, holds "
-                                f"{self.text.count(chr(10)) + 1}")
+                                f"{count_newlines(self.text) + 1}")
 
 
 @dataclass(slots=True)

@@ -37,6 +37,7 @@ from typing import Any
 import msgpack
 
 from logsig.errors import FrameTooLarge, ProtocolError
+from logsig.newlines import count_newlines
 
 EVENT_TIME_EXT = 0
 READ_SIZE = 64 * 1024
@@ -338,9 +339,9 @@ def _check_lines(value: object, events: Sequence[Event]) -> tuple[int, ...] | No
         if type(text) is not str:
             raise ProtocolError(f"with option 'lines' each record must be {{\"message\": text}}; "
                                 f"event {index} is not")
-        if count > 1 and text.count("\n") != count - 1:
+        if count > 1 and count_newlines(text) != count - 1:
             raise ProtocolError(f"option 'lines' gives event {index} {count} lines, its message "
-                                f"holds {text.count(chr(10)) + 1}")
+                                f"holds {count_newlines(text) + 1}")
     return tuple(value)
 
 
