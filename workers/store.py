@@ -54,8 +54,23 @@ local function threshold_hits(h)
   local z, evs = h[1], h[4]
   local m = (h[2] - 1) * 5
   local count, window = rules[m + 3], rules[m + 4]
-  local times = {}  -- the window is times[lo..last]
   local raw = redis.pcall('GET', z)
+  if not raw and #evs == 3 then
+    -- No window yet and one event (most keys): nothing to trim or sort. Lua 5.1's
+    -- string.rep has no separator; tostring formats as table.concat does.
+    local ts, n = evs[1], evs[3]
+    if n >= count then
+      redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
+                 'severity', rules[m + 2], 'key', h[3], 'count', n, 'window', window,
+                 'first', string.format('%.3f', ts), 'last', string.format('%.3f', ts),
+                 'agent', evs[2])
+      raised = raised + 1
+    end
+    local t = tostring(ts)
+    redis.call('SET', z, string.rep(t .. ' ', math.min(n, count) - 1) .. t, 'EX', rules[m + 5])
+    return
+  end
+  local times = {}  -- the window is times[lo..last]
   if type(raw) == 'table' then  -- WRONGTYPE: a sorted set, as earlier versions kept it
     local old = redis.call('ZRANGE', z, -count, -1, 'WITHSCORES')
     for j = 2, #old, 2 do times[#times + 1] = tonumber(old[j]) end
