@@ -1,10 +1,12 @@
 """Group commit: coalesce chunks per tag into batches and release their acks together.
 
-A batch is published when it holds ``BATCH_SIZE`` lines or ``TIMEOUT`` seconds after its
-first line arrived. Chunks whose client waits for an ack are also published at once when no
-publish of that tag is in flight (natural batching): a client that sends one event and waits
-for its ack is never held for ``TIMEOUT``, and under load the batches grow by themselves
-while the previous publish is on its way.
+A batch is published when it holds ``BATCH_SIZE`` lines or ``max_chars`` characters of text
+(``MAX_FRAME_BYTES``: limits count lines, and 10,000 lines of 64 KiB would pass Redis's
+512 MB value limit), or ``TIMEOUT`` seconds after its first line arrived. Chunks whose client
+waits for an ack are also published at once when no publish of that tag is in flight
+(natural batching): a client that sends one event and waits for its ack is never held for
+``TIMEOUT``, and under load the batches grow by themselves while the previous publish is on
+its way.
 
 Memory is bounded: once ``high_water`` lines are buffered or being published, ``add`` waits,
 which stops the calling connection from reading its socket (TCP backpressure).
@@ -39,6 +41,7 @@ class _TagBuffer:
     chunks: list[Chunk] = field(default_factory=list)
     waiters: list[tuple[AckSink, str]] = field(default_factory=list)
     lines: int = 0
+    chars: int = 0
     inflight: int = 0
     timer: asyncio.TimerHandle | None = None
 
@@ -52,11 +55,13 @@ class Coalescer:
         high_water: int,
         observer: PublishObserver | None = None,
         counted: CountedAcks | None = None,
+        max_chars: int = 0,
     ) -> None:
         self._publisher = publisher
         self._observer = observer
         self._counted = counted
         self._batch_size = batch_size
+        self._max_chars = max_chars or 1 << 62
         self._timeout = timeout
         self._high_water = high_water
         self._buffers: dict[str, _TagBuffer] = {}
@@ -94,10 +99,12 @@ class Coalescer:
         count = chunk.line_count
         buf.chunks.append(chunk)
         buf.lines += count
+        buf.chars += chunk.text_size
         self._pending_lines += count
         if sink is not None:
             buf.waiters.append((sink, chunk.id))
-        if buf.lines >= self._batch_size or (buf.waiters and buf.inflight == 0):
+        if (buf.lines >= self._batch_size or buf.chars >= self._max_chars
+                or (buf.waiters and buf.inflight == 0)):
             self._flush(tag)
         elif buf.timer is None:
             buf.timer = asyncio.get_running_loop().call_later(self._timeout, self._flush, tag)
@@ -111,7 +118,7 @@ class Coalescer:
             return
         reply_to = self._counted.gateway_id if self._counted is not None else None
         batch, waiters = Batch(tag, buf.chunks, reply_to), buf.waiters
-        buf.chunks, buf.waiters, buf.lines = [], [], 0
+        buf.chunks, buf.waiters, buf.lines, buf.chars = [], [], 0, 0
         buf.inflight += 1
         task = asyncio.get_running_loop().create_task(self._publish(tag, batch, waiters))
         self._tasks.add(task)

@@ -37,7 +37,8 @@ class Gateway:
                         if settings.ack_mode == "counted" else None)
         high_water = settings.batch_size * (settings.max_inflight_publishes + 2)
         self.coalescer = Coalescer(publisher, settings.batch_size, settings.timeout, high_water,
-                                   observer=self.health, counted=self.counted)
+                                   observer=self.health, counted=self.counted,
+                                   max_chars=settings.max_frame_bytes)
         self._server: asyncio.Server | None = None
         self._health_server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}

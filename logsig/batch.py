@@ -86,6 +86,11 @@ class Chunk:
     def line_count(self) -> int:
         return sum(s.count for s in self.segments)
 
+    @property
+    def text_size(self) -> int:
+        """Characters of text, separators included (a batch's size, cheaply)."""
+        return sum(len(s.text) for s in self.segments)
+
     def lines(self) -> list[str]:
         return [line for s in self.segments for line in s.lines()]
 

@@ -259,3 +259,19 @@ def test_counted_mode_acks_only_once_a_worker_has_recorded_the_chunk(
         finally:
             worker.stop()
     assert redis_client.hget("logsig:agents", "h1") == "1"
+
+
+def test_a_batch_is_published_at_max_frame_bytes_of_text_too(
+    start_gateway: StartGateway, redis_client: redis.Redis
+) -> None:
+    """Limits count lines; a batch's text is bounded too (a Redis value stops at 512 MB)."""
+    _, port = start_gateway(BATCH_SIZE="1000", TIMEOUT="5", MAX_FRAME_BYTES="100000")
+    line = "y" * 9_000
+    with connect(port) as sock:
+        # Fire and forget (no chunk ids): nothing but the limits flushes the buffer.
+        for i in range(30):
+            sock.sendall(forward.encode_message("app", time.time(), {"log": f"{i} {line}"}))
+        wait_until(lambda: len(queued_lines(redis_client, QUEUE)) >= 22, 4,
+                   what="lines published before TIMEOUT")
+    batches = queued_batches(redis_client, QUEUE)
+    assert all(b.line_count <= 12 for b in batches), [b.line_count for b in batches]
