@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from logsig.batch import Batch, Chunk, ChunkBuilder, Segment, chunk_of
 from logsig.errors import ProtocolError
-from logsig.newlines import count_newlines
 
 
 def test_round_trip_keeps_segments_truncated_counts_and_reply_to() -> None:
@@ -60,14 +59,3 @@ def test_bytes_that_are_not_msgpack_are_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         Batch.unpack(b"\xc1\xc1")
 
-
-@pytest.mark.parametrize("text", ["", "a", "\n", "a\nb", "\n\n\nx\n", "é\nü\n", "\r\n\r\n",
-                                  "x" * 5000 + "\n" + "y" * 3, "\udcff\n"])
-def test_count_newlines_agrees_with_count(text: str) -> None:
-    assert count_newlines(text) == text.count("\n")
-    assert count_newlines(text.encode("utf-8", "surrogatepass")) == text.count("\n")
-
-
-@given(st.text(alphabet=st.sampled_from("ab\n\r é\x00"), max_size=300))
-def test_count_newlines_any_text(text: str) -> None:
-    assert count_newlines(text) == text.count("\n")

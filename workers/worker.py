@@ -58,7 +58,7 @@ def run(settings: Settings, hostname: str | None = None) -> int:
     except redis.RedisError as exc:
         log.error("cannot write rule metadata to %s: %s", settings.redis_url, exc)
         return EXIT_FAILURE
-    tune_malloc()  # the pool's parent too: it receives every task
+    tune_malloc()  # before the pool forks: its children inherit the thresholds
     app = create_app(settings, rules)
     # app.start() is what app.worker_main() calls, but it also returns Celery's exit code.
     code = app.start(argv=worker_argv(settings, hostname))
