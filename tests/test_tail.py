@@ -55,9 +55,13 @@ def no_registry(path: str, key: FileKey, size: int) -> int:
     return 0
 
 
-def tail(*patterns: Path | str, partial: float = 1.0) -> TailSource:
+def tail(*patterns: Path | str, partial: float = 1.0, rotate_wait: float = 0.0,
+         retired: list[tuple[FileKey, int]] | None = None) -> TailSource:
+    """A source with no registry; the files it finishes are appended to ``retired``."""
+    on_retire = None if retired is None else lambda key, offset: retired.append((key, offset))
     return TailSource([str(p) for p in patterns], poll_interval=0.01,
-                      partial_line_timeout=partial, resume=no_registry)
+                      partial_line_timeout=partial, resume=no_registry,
+                      rotate_wait=rotate_wait, retired=on_retire)
 
 
 def poll(source: TailSource, sink: Collect, clock: Clock) -> list[str]:
@@ -260,8 +264,7 @@ def test_a_file_that_never_finishes_is_given_up_and_retired(
     log = tmp_path / "app.log"
     log.write_bytes(b"a1\n")
     retired: list[tuple[FileKey, int]] = []
-    src = TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
-                     resume=no_registry, retired=lambda key, offset: retired.append((key, offset)))
+    src = tail(log, retired=retired)
     sink, clock = Collect(), Clock()
     assert poll(src, sink, clock) == ["a1"]
     append(log, b"a2\n")
@@ -286,17 +289,11 @@ def test_a_file_rotated_away_while_down_is_still_finished_after_running_out_of_f
     assert poll(src, sink, clock) == ["a2"]
 
 
-def waiting_tail(log: Path, retired: list[tuple[FileKey, int]]) -> TailSource:
-    return TailSource([str(log)], poll_interval=0.01, partial_line_timeout=1.0,
-                      resume=no_registry, rotate_wait=5.0,
-                      retired=lambda key, offset: retired.append((key, offset)))
-
-
 def test_a_renamed_file_is_still_read_for_rotate_wait_then_finished(tmp_path: Path) -> None:
     log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
     log.write_bytes(b"a1\n")
     retired: list[tuple[FileKey, int]] = []
-    src, sink, clock = waiting_tail(log, retired), Collect(), Clock()
+    src, sink, clock = tail(log, rotate_wait=5.0, retired=retired), Collect(), Clock()
     assert poll(src, sink, clock) == ["a1"]
     log.rename(rotated)
     log.write_bytes(b"b1\n")
@@ -318,7 +315,7 @@ def test_a_deleted_file_is_finished_at_once_whatever_the_rotate_wait(tmp_path: P
     log = tmp_path / "app.log"
     log.write_bytes(b"a1\n")
     retired: list[tuple[FileKey, int]] = []
-    src, sink, clock = waiting_tail(log, retired), Collect(), Clock()
+    src, sink, clock = tail(log, rotate_wait=5.0, retired=retired), Collect(), Clock()
     assert poll(src, sink, clock) == ["a1"]
     key = identity(os.stat(log))
     append(log, b"a2\n")
@@ -349,8 +346,7 @@ def test_globs_that_cannot_be_listed_retire_nothing(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a1\n")
     retired: list[tuple[FileKey, int]] = []
-    src = TailSource([str(tmp_path / "*.log")], poll_interval=0.01, partial_line_timeout=1.0,
-                     resume=no_registry, retired=lambda key, off: retired.append((key, off)))
+    src = tail(tmp_path / "*.log", retired=retired)
     sink, clock = Collect(), Clock()
     assert poll(src, sink, clock) == ["a1"]
     append(log, b"a2\n")

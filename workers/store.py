@@ -50,6 +50,13 @@ local fresh, dup, raised = 0, 0, 0
 -- replayed in memory, so a key costs one GET and one SET per batch however often it is hit.
 -- A batch's alerts are written key by key, after its chunks.
 local rules = args[6]
+local function alert(h, m, n, first, last, agent)
+  redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
+             'severity', rules[m + 2], 'key', h[3], 'count', n, 'window', rules[m + 4],
+             'first', string.format('%.3f', first), 'last', string.format('%.3f', last),
+             'agent', agent)
+  raised = raised + 1
+end
 local function threshold_hits(h)
   local z, evs = h[1], h[4]
   local m = (h[2] - 1) * 5
@@ -59,13 +66,7 @@ local function threshold_hits(h)
     -- No window yet and one event (most keys): nothing to trim or sort. Lua 5.1's
     -- string.rep has no separator; tostring formats as table.concat does.
     local ts, n = evs[1], evs[3]
-    if n >= count then
-      redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
-                 'severity', rules[m + 2], 'key', h[3], 'count', n, 'window', window,
-                 'first', string.format('%.3f', ts), 'last', string.format('%.3f', ts),
-                 'agent', evs[2])
-      raised = raised + 1
-    end
+    if n >= count then alert(h, m, n, ts, ts, evs[2]) end
     local t = tostring(ts)
     redis.call('SET', z, string.rep(t .. ' ', math.min(n, count) - 1) .. t, 'EX', rules[m + 5])
     return
@@ -91,11 +92,7 @@ local function threshold_hits(h)
     for j = before + 1, before + math.min(n, count) do kept[j] = ts end
     if before > 0 then table.sort(kept) end  -- log times may come out of order
     if before < count and before + n >= count then
-      redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
-                 'severity', rules[m + 2], 'key', h[3], 'count', before + n,
-                 'window', window, 'first', string.format('%.3f', kept[1]),
-                 'last', string.format('%.3f', ts), 'agent', evs[e + 1])
-      raised = raised + 1
+      alert(h, m, before + n, kept[1], ts, evs[e + 1])
     end
     times, last = kept, #kept
     lo = math.max(1, last - count + 1)
