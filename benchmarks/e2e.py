@@ -52,7 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
 KEYS = Keys("logsig")
 TICK = os.sysconf("SC_CLK_TCK")
 
-SWEEP_BATCHES = (1, 10, 100, 1000, 5000, 10_000, 20_000)
+SWEEP_BATCHES = (1, 10, 100, 1000, 5000, 10_000, 20_000, 40_000)
 PIPELINE_LIMIT_S = 600.0  # the whole corpus must be counted within this
 MARKER_RULE = "web-log4shell"
 """Rule the sample lines trip: critical, so its matches stay in the matches stream."""

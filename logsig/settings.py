@@ -92,13 +92,13 @@ class Settings:
     analyze_timeout: float = 600.0
     read_timeout: float = 30.0
     event_loop: str = "auto"
-    batch_size: int = 10_000
+    batch_size: int = 20_000
     timeout: float = 1.0
     max_frame_bytes: int = 16 * 1024 * 1024
     max_inflight_publishes: int = 4
     ack_mode: str = "counted"
     ack_timeout: float = 10.0
-    agent_max_inflight: int = 16
+    agent_max_inflight: int = 8
     retry_initial: float = 0.2
     retry_max: float = 10.0
     registry_path: str = "logsig-registry.json"
