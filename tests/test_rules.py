@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,25 @@ def test_field_is_one_named_group_of_fields() -> None:
         for line in (*rule.match_examples, *rule.nomatch_examples):
             for name in names:
                 assert rule.field(line, name) == rule.fields(line).get(name)
+
+
+def test_field_counts_count_field_over_lines() -> None:
+    """``Rule.field_counts`` (one call per group of threshold hits) counts exactly what
+    ``Rule.field`` gives line by line, empty and missing values left out, for rules of one
+    pattern (the C-level path) and of several."""
+    rules = load_rules()
+    assert any(len(r.compiled) == 1 for r in rules) and any(len(r.compiled) > 1 for r in rules)
+    for rule in rules:
+        lines = [*rule.match_examples, *rule.nomatch_examples] * 2
+        names = {n for rx in rule.compiled for n in rx.groupindex} | {"no_such_group"}
+        for name in names:
+            want = Counter(rule.field(line, name) for line in lines)
+            want.pop(None, None)
+            want.pop("", None)
+            assert rule.field_counts(lines, name) == want, (rule.id, name)
+
+
+def test_field_counts_leave_out_an_empty_field() -> None:
+    (rule,) = parse_pack(_pack(pattern="user=(?P<user>\\w*) ", hit="user=bob x"), "x.yml")
+    assert rule.field_counts(["user= a", "user=bob x", "user=bob y", "nothing"], "user") == (
+        Counter({"bob": 2}))

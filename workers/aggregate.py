@@ -14,10 +14,12 @@ rule), never per line, so the cost follows the number of segments and matches, n
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby, repeat
+from operator import itemgetter
 
 from logsig.batch import Batch, Segment
 from workers.rules import Rule
@@ -88,12 +90,6 @@ class Flat:
             self.lines = self.text.split("\n") if self.text is not None and self.count else []
         return self.lines
 
-    def line_at(self, offset: int) -> str:
-        """The line of :attr:`text` that starts at character ``offset``."""
-        assert self.text is not None
-        end = self.text.find("\n", offset)
-        return self.text[offset:] if end < 0 else self.text[offset:end]
-
 
 def flatten(batch: Batch) -> Flat:
     """The batch's lines in order, joined once, and where each segment starts."""
@@ -121,6 +117,9 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
 
     ``pairs`` name lines by index in :meth:`Flat.all_lines` or, ``by_offset``, by the
     character offset where they start in :attr:`Flat.text` (see ``Engine.scan_offsets``).
+    Every per-match step (grouping, reading the lines, extracting threshold keys) runs as
+    C-level ``map``/``sort``/``Counter`` calls over a whole group: a Python loop per match
+    cost as much as the rest of the worker's Python around the scan.
     """
     deltas = [ChunkDelta(chunk.id, truncated=chunk.truncated) for chunk in batch.chunks]
     for chunk, delta in zip(batch.chunks, deltas, strict=True):
@@ -132,52 +131,70 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
     if not pairs:
         return deltas
     if by_offset:
-        starts, line = [s.offset for s in flat.spans], flat.line_at
+        assert flat.text is not None
+        starts, text = [s.offset for s in flat.spans], flat.text
+
+        def lines_of(found: list[int]) -> list[str]:
+            return lines_at(text, found)
     else:
-        starts, line = [s.start for s in flat.spans], flat.all_lines().__getitem__
-    for span, by_rule in _by_span_and_rule(flat.spans, starts, pairs):
+        starts, all_lines = [s.start for s in flat.spans], flat.all_lines()
+
+        def lines_of(found: list[int]) -> list[str]:
+            return list(map(all_lines.__getitem__, found))
+    for span, r, found in _groups(flat.spans, starts, pairs):
         delta = deltas[span.chunk]
         per_agent = delta.agent_signatures.get(span.host)
         if per_agent is None:
             per_agent = delta.agent_signatures[span.host] = Counter()
-        for r, found in by_rule.items():
-            rule = rules[r]
-            delta.matches += len(found)
-            delta.signatures[rule.id] += len(found)
-            per_agent[rule.id] += len(found)
-            samples = tuple(line(i)[:MAX_EVENT_LINE] for i in found[:MATCH_SAMPLES])
-            delta.groups.append(MatchGroup(rule, span.host, span.source, span.time,
-                                           len(found), samples))
-            if rule.threshold is not None:
-                # Fields come from re, and only for the lines that matched a threshold rule.
-                by = rule.threshold.by
-                for i in found:
-                    key = rule.field(line(i), by)
-                    if key:
-                        delta.hits[(r, key, span.time, span.host)] += 1
+        rule = rules[r]
+        delta.matches += len(found)
+        delta.signatures[rule.id] += len(found)
+        per_agent[rule.id] += len(found)
+        threshold = rule.threshold
+        # Fields come from re, and only for the lines that matched a threshold rule.
+        texts = lines_of(found if threshold is not None else found[:MATCH_SAMPLES])
+        samples = tuple(line[:MAX_EVENT_LINE] for line in texts[:MATCH_SAMPLES])
+        delta.groups.append(MatchGroup(rule, span.host, span.source, span.time,
+                                       len(found), samples))
+        if threshold is not None:
+            hits = delta.hits
+            for key, n in rule.field_counts(texts, threshold.by).items():
+                hits[(r, key, span.time, span.host)] += n
     return deltas
 
 
-def _by_span_and_rule(spans: Sequence[Span], starts: Sequence[int],
-                      pairs: Sequence[tuple[int, int]]
-                      ) -> list[tuple[Span, dict[int, list[int]]]]:
-    """The (line, rule) pairs (sorted by line) grouped by segment, then by rule; ``starts``
-    are the spans' first lines in the pairs' unit (index or offset)."""
-    out: list[tuple[Span, dict[int, list[int]]]] = []
-    end = -1
-    by_rule: dict[int, list[int]] = {}
-    for i, r in pairs:
-        if i >= end:
-            k = bisect_right(starts, i) - 1
-            end = starts[k + 1] if k + 1 < len(starts) else 1 << 62
-            by_rule = {}
-            out.append((spans[k], by_rule))
-        found = by_rule.get(r)
-        if found is None:
-            by_rule[r] = [i]
-        else:
-            found.append(i)
-    return out
+def lines_at(text: str, starts: list[int]) -> list[str]:
+    """The lines of ``text`` (joined with ``"\\n"``) that begin at the sorted offsets
+    ``starts``; only the text's last line has no newline after it."""
+    ends = list(map(text.find, repeat("\n"), starts))
+    if ends and ends[-1] < 0:
+        ends[-1] = len(text)
+    return list(map(text.__getitem__, map(slice, starts, ends)))
+
+
+def _groups(spans: Sequence[Span], starts: Sequence[int], pairs: Sequence[tuple[int, int]]
+            ) -> list[tuple[Span, int, list[int]]]:
+    """(segment, rule, its matched lines in order) for the (line, rule) pairs, which are
+    sorted by line; ``starts`` are the spans' first lines in the pairs' unit (index or
+    offset). In the order the matches were read: by segment, then by each rule's first
+    matched line (then rule), as the match stream shows them."""
+    by_rule = groupby(sorted(pairs, key=_RULE), _RULE)  # a stable sort: lines stay in order
+    found_by_rule = [(r, list(map(_LINE, group))) for r, group in by_rule]
+    keyed: list[tuple[int, int, int, list[int]]] = []
+    last = len(starts) - 1
+    for r, found in found_by_rule:
+        k = bisect_right(starts, found[0]) - 1
+        lo = 0
+        while lo < len(found):
+            hi = len(found) if k == last else bisect_left(found, starts[k + 1], lo)
+            if hi > lo:
+                keyed.append((k, found[lo], r, found[lo:hi] if lo or hi < len(found) else found))
+            lo, k = hi, k + 1
+    keyed.sort(key=_ORDER)
+    return [(spans[k], r, found) for k, _, r, found in keyed]
+
+
+_LINE, _RULE, _ORDER = itemgetter(0), itemgetter(1), itemgetter(0, 1, 2)
 
 
 def segment_bytes(seg: Segment) -> int:

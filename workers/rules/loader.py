@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import repeat
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,21 @@ class Rule:
         if m is None or name not in m.re.groupindex:
             return None
         return m.group(name)
+
+    def field_counts(self, lines: Iterable[str], name: str) -> Counter[str]:
+        """How many of ``lines`` give each value of :meth:`field` ``name`` (lines where it
+        is None or empty are not counted), with the loop over lines in C where the rule
+        has one pattern: this runs for every threshold hit."""
+        if len(self.compiled) == 1:
+            rx = self.compiled[0]
+            if name not in rx.groupindex:
+                return Counter()
+            counts = Counter(map(methodcaller("group", name), filter(None, map(rx.search, lines))))
+        else:
+            counts = Counter(map(self.field, lines, repeat(name)))
+        counts.pop(None, None)  # type: ignore[call-overload]
+        counts.pop("", None)
+        return counts
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"title": self.title, "severity": self.severity}
