@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from agents.block import Block
+from agents.block import Block, JoinedLines
 from logsig.forward import encode_packed_forward, event_time
 from logsig.newlines import count_newlines
 
@@ -34,14 +34,27 @@ class FrameEncoder:
 
         Lines never hold a newline (every source splits on it); one that did would make the
         count a lie the gateway refuses, so it is refused here, where the bug is. A block
-        whose reader split it out of a file's bytes (``stop`` known) is not counted again.
+        whose reader split it out of a file's bytes (``stop`` known) is not counted again,
+        nor are plain lines kept as read (:class:`JoinedLines`): their bytes, less the last
+        newline, are the text, packed as msgpack packs a str of that length.
         """
-        if not block.lines:
+        lines = block.lines
+        if not lines:
             return b""
-        text = "\n".join(block.lines)
-        if block.stop is None and count_newlines(text) != len(block.lines) - 1:
+        if isinstance(lines, JoinedLines):
+            size = len(lines.data) - 1
+            return b"".join((self._event_head(block), _str_header(size),
+                             memoryview(lines.data)[:size]))
+        text = "\n".join(lines)
+        if block.stop is None and count_newlines(text) != len(lines) - 1:
             raise ValueError(f"a line of {block.source} holds a newline")
         return self._packer.pack([int(block.time), {"message": text}])
+
+    def _event_head(self, block: Block) -> bytes:
+        """``[seconds, {"message":`` of the block's event, packed."""
+        p = self._packer
+        return (p.pack_array_header(2) + p.pack(int(block.time)) + p.pack_map_header(1)
+                + p.pack("message"))
 
     def earlier_entries(self, block: Block) -> tuple[bytes, bytes]:
         """The block's entries as earlier agents packed them, newest first: replaying a chunk
@@ -53,10 +66,8 @@ class FrameEncoder:
         sent them."""
         if not block.lines:
             return b""
-        p = self._packer
-        head = (p.pack_array_header(2) + p.pack(int(block.time)) + p.pack_map_header(1)
-                + p.pack("message"))
-        return head + head.join(map(p.pack, block.lines))
+        head = self._event_head(block)
+        return head + head.join(map(self._packer.pack, block.lines))
 
     def legacy_entries(self, block: Block) -> bytes:
         """The entries as agents before the lean records packed them (EventTime, message,
@@ -81,5 +92,17 @@ class FrameEncoder:
             else:
                 sources.append([block.source, 1])
         return encode_packed_forward(
-            self.tag, b"".join(entries), len(full), chunk,
+            self.tag, entries, len(full), chunk,
             extra={"host": self.host, "sources": sources, "lines": [len(b) for b in full]})
+
+
+def _str_header(size: int) -> bytes:
+    """The msgpack str header of a ``size``-byte string, as msgpack's packer writes it
+    (the smallest format that fits), so a block's entry is the same bytes either way."""
+    if size < 32:
+        return bytes((0xA0 | size,))
+    if size < 1 << 8:
+        return b"\xd9" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xda" + size.to_bytes(2, "big")
+    return b"\xdb" + size.to_bytes(4, "big")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from agents.block import Block, LineBuffer, plain_ends
 from agents.encoder import FrameEncoder
@@ -86,7 +87,7 @@ def read_segment(seg: Segment) -> Block:
 
 
 def split_segment(data: bytes, start: int, *, after_cut: bool,
-                  cut: bool) -> tuple[list[str], list[int] | None]:
+                  cut: bool) -> tuple[Sequence[str], list[int] | None]:
     """Lines and end offsets of ``data`` (read at ``start``), split as the tailer did (None
     for the offsets of plain lines, as :meth:`LineBuffer.feed` gives them)."""
     buffer = LineBuffer(start, after_cut=after_cut)
@@ -95,5 +96,5 @@ def split_segment(data: bytes, start: int, *, after_cut: bool,
         last, last_end = buffer.take()
         if ends is None:
             ends = plain_ends(lines, start)
-        lines, ends = lines + last, ends + last_end
+        lines, ends = [*lines, *last], ends + last_end
     return lines, ends

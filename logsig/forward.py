@@ -120,16 +120,32 @@ def encode_forward(tag: str, events: Iterable[Event], chunk: str | None = None) 
 
 
 def encode_packed_forward(
-    tag: str, entries: bytes, size: int, chunk: str | None = None, compress: bool = False,
-    extra: Record | None = None,
+    tag: str, entries: bytes | Sequence[bytes | memoryview], size: int,
+    chunk: str | None = None, compress: bool = False, extra: Record | None = None,
 ) -> bytes:
     """Wrap already-packed entries (see :func:`pack_event`) into a (Compressed)PackedForward;
-    ``extra`` adds option keys (``host``, ``sources``)."""
+    ``extra`` adds option keys (``host``, ``sources``).
+
+    ``entries`` may come in pieces: the frame is then written around them in one join, not
+    joined first and copied again by the packer (frames are megabytes).
+    """
+    parts = [entries] if isinstance(entries, bytes) else entries
     if compress:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
-        entries = gz.compress(entries) + gz.flush()
+        parts = [gz.compress(b"".join(parts)) + gz.flush()]
     option = _options(chunk, size, compress, extra)
-    return msgpack.packb([tag, entries, option], use_bin_type=True)
+    return b"".join((b"\x93", msgpack.packb(tag, use_bin_type=True),
+                     _bin_header(sum(map(len, parts))), *parts,
+                     msgpack.packb(option, use_bin_type=True)))
+
+
+def _bin_header(size: int) -> bytes:
+    """The msgpack bin header of ``size`` bytes, the smallest that fits (as packb writes)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def encode_ack(chunk: str) -> bytes:

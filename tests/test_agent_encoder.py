@@ -7,7 +7,7 @@ import random
 import msgpack
 import pytest
 
-from agents.block import Block
+from agents.block import Block, JoinedLines
 from agents.client import backoff, new_chunk_id
 from agents.encoder import FrameEncoder
 from logsig.forward import FrameDecoder, pack_event
@@ -20,6 +20,18 @@ def test_entries_are_one_block_event_byte_for_byte() -> None:
     expected = msgpack.packb([1_700_000_000, {"message": "\n".join(LINES)}])
     assert FrameEncoder("logsig", "agent-1").entries(block) == expected
     assert FrameEncoder("logsig", "agent-1").entries(Block("stdin", 1.0, [])) == b""
+
+
+def test_joined_lines_pack_as_their_text() -> None:
+    """Plain lines kept as read pack to the very bytes of the same lines joined as a str
+    (every str header size), so fingerprints of chunks sent either way agree."""
+    encoder = FrameEncoder("logsig", "agent-1")
+    for lines in (["a"], [""], ["x" * 40], ["y" * 300, "z"], [f"line {i}" for i in range(9000)]):
+        data = "".join(f"{line}\n" for line in lines).encode()
+        joined = Block("/f", 7.9, JoinedLines(data, len(lines)))
+        assert encoder.entries(joined) == encoder.entries(Block("/f", 7.9, lines))
+        frame = encoder.encode([joined], "c1")
+        assert frame == encoder.encode([Block("/f", 7.9, lines)], "c1")
 
 
 def test_a_line_holding_a_newline_is_refused_where_it_is_encoded() -> None:

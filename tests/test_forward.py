@@ -187,3 +187,19 @@ def test_deep_nesting_is_a_protocol_error() -> None:
     deep = b"\x91" * 5000 + b"\xc0"
     with pytest.raises(ProtocolError):
         forward.FrameDecoder(LIMIT).feed(deep)
+
+
+@pytest.mark.parametrize("sizes", [[0], [3], [200, 100], [70_000], [40_000, 40_000, 1]])
+@pytest.mark.parametrize("compress", [False, True])
+def test_packed_forward_in_pieces_is_the_packers_frame(sizes: list[int], compress: bool) -> None:
+    """Entries handed over in pieces (the agent's blocks) give the frame msgpack itself
+    packs around them joined: the same bytes, every bin header size included."""
+    pieces = [bytes([65 + n]) * size for n, size in enumerate(sizes)]
+    joined = b"".join(pieces)
+    frame = forward.encode_packed_forward("t", pieces, 2, "c", compress=compress,
+                                          extra={"host": "h"})
+    assert frame == forward.encode_packed_forward("t", joined, 2, "c", compress=compress,
+                                                  extra={"host": "h"})
+    if not compress:
+        assert frame == msgpack.packb(["t", joined, {"host": "h", "size": 2, "chunk": "c"}],
+                                      use_bin_type=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.block import Block, FileKey, LineBuffer, plain_ends, split_lines
+from agents.block import Block, FileKey, JoinedLines, LineBuffer, plain_ends, split_lines
 from agents.identity import identity
 from agents.replay import split_segment
 from agents.tail import Follower, TailSource
@@ -94,6 +94,35 @@ def test_split_lines_keeps_one_line_per_newline_with_bad_utf8() -> None:
     lines, ends = split_lines(b"ok\xe2\x82\nnext\xff\n")
     assert lines == ["ok\ufffd", "next\ufffd"]
     assert ends == [5, 11]
+
+
+@pytest.mark.parametrize("data", [b"\n", b"a\n", b"a\nbb\n\nccc\n", b"".join(
+    b"x" * (i % 300) + b"\n" for i in range(3000))])
+def test_plain_lines_stay_joined_and_cut_like_a_list(data: bytes) -> None:
+    """Plain lines come back as read (JoinedLines); every cut, offset and slice agrees with
+    the same block holding a list of the lines."""
+    lines, ends = split_lines(data, base=7)
+    assert isinstance(lines, JoinedLines) and ends is None and lines.data == data
+    as_list = data.decode().split("\n")[:-1]
+    assert lines == as_list and list(lines) == as_list and len(lines) == len(as_list)
+    joined = Block("f", 1.0, lines, None, (1, 2), 7, stop=7 + len(data))
+    listed = Block("f", 1.0, as_list, None, (1, 2), 7, stop=7 + len(data))
+    step = max(1, len(as_list) // 60)
+    for n in [*range(0, len(as_list) + 1, step), len(as_list)]:
+        assert joined.offset_after(n) == listed.offset_after(n)
+        assert list(lines[:n]) == as_list[:n] and list(lines[n:]) == as_list[n:]
+        if 0 < n < len(as_list):
+            (h1, r1), (h2, r2) = joined.split(n), listed.split(n)
+            assert isinstance(h1.lines, JoinedLines) and isinstance(r1.lines, JoinedLines)
+            assert (list(h1.lines), list(r1.lines)) == (h2.lines, r2.lines)
+            assert (h1.end, r1.start, r1.end, h1.stop) == (h2.end, r2.start, r2.end, h2.stop)
+
+
+def test_joined_lines_refuse_what_is_not_whole_lines() -> None:
+    with pytest.raises(ValueError):
+        JoinedLines(b"no newline", 1)
+    with pytest.raises(ValueError):
+        JoinedLines(b"", 0)
 
 
 def test_plain_lines_give_their_offsets_only_when_asked() -> None:
