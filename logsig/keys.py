@@ -64,12 +64,18 @@ class Keys:
         """String with TTL: marks a chunk as counted, so a redelivery counts nothing."""
         return f"{self.prefix}:chunk:{chunk_id}"
 
-    def threshold(self, rule_id: str, key: str) -> str:
-        """String per threshold rule and key value (e.g. a source address): the log times of
-        the key's latest matches, oldest first, space-separated, at most the rule's ``count``
-        of them (enough to decide every crossing exactly); times older than the rule's window
-        are dropped on every hit. Expires an hour after the window."""
-        return f"{self.prefix}:thr:{rule_id}:{key}"
+    def windows(self, rule_id: str) -> str:
+        """Hash per threshold rule: key value (e.g. a source address) -> the log times of the
+        key's latest matches, oldest first, space-separated, at most the rule's ``count`` of
+        them (enough to decide every crossing exactly); times older than the rule's window
+        are dropped on every hit. One generation (the rule's window plus an hour) old, it
+        becomes :meth:`previous_windows`; a key not hit since is forgotten a generation
+        later."""
+        return f"{self.prefix}:windows:{rule_id}"
+
+    def previous_windows(self, rule_id: str) -> str:
+        """The rule's windows of the generation before: read for keys the current hash lacks."""
+        return f"{self.prefix}:windows:{rule_id}:previous"
 
     @property
     def alerts(self) -> str:

@@ -50,8 +50,13 @@ def alerts(client: redis.Redis) -> list[dict[str, str]]:
 
 
 def window(client: redis.Redis, ip: str, rule: str = "ssh-burst") -> list[float]:
-    """The match times a key's window keeps (its latest ``count``), as ``GET`` shows them."""
-    return [float(t) for t in (client.get(KEYS.threshold(rule, ip)) or "").split()]
+    """The match times a key's window keeps (its latest ``count``), as ``HGET`` shows them
+    (from the rule's current hash, else its previous one, as the script reads them)."""
+    raw = client.hget(KEYS.windows(rule), ip) or client.hget(KEYS.previous_windows(rule), ip)
+    return [float(t) for t in (raw or "").split()]
+
+
+GENERATION = 60 + 3600  # the test rule's window plus an hour
 
 
 def test_threshold_yaml_is_parsed() -> None:
@@ -88,7 +93,8 @@ def test_crossing_across_two_workers_alerts_once(workers: list[WorkerState],
     # A window keeps the rule's count of latest times: enough to decide every crossing.
     assert window(redis_client, "203.0.113.9") == [1020.0, 1030.0, 1030.0]
     assert window(redis_client, "198.51.100.1") == [1000.0]
-    assert 3600 < redis_client.ttl(KEYS.threshold("ssh-burst", "198.51.100.1")) <= 3660
+    # Windows live in one hash per rule, its TTL two generations.
+    assert 2 * GENERATION - 60 < redis_client.ttl(KEYS.windows("ssh-burst")) <= 2 * GENERATION
     assert redis_client.hget(KEYS.totals, "alerts") == "1"
 
 
@@ -133,10 +139,11 @@ def test_one_chunk_hitting_a_key_many_times_replays_every_hit(
     segments.insert(2, Segment.of("h1", "auth.log", 1015.0, [fail("198.51.100.1")]))
     redis_client.config_resetstat()
     process_batch(workers[0], Batch("t", [Chunk("many", segments)]))
-    # One GET and one SET per key, not per segment.
+    # One HMGET and one HSET for the rule's keys, not per key or segment.
     stats = redis_client.info("commandstats")
-    assert stats["cmdstat_get"]["calls"] == 2
-    assert stats["cmdstat_set"]["calls"] == 3  # the two windows and the chunk's claim
+    assert stats["cmdstat_hmget"]["calls"] == 1  # no current hash yet: only the previous
+    assert stats["cmdstat_hset"]["calls"] == 1
+    assert "cmdstat_get" not in stats and stats["cmdstat_set"]["calls"] == 1  # the claim
     first, second = alerts(redis_client)
     assert (first["count"], first["first"], first["last"], first["agent"]) == (
         "3", "1000.000", "1020.000", "h3")
@@ -154,9 +161,8 @@ def test_a_new_key_crossing_in_one_event_keeps_count_times_and_alerts_with_all_h
     (alert,) = alerts(redis_client)
     assert (alert["key"], alert["count"], alert["first"], alert["last"], alert["agent"]) == (
         "203.0.113.7", "5", "1234.568", "1234.568", "h1")
-    assert redis_client.get(KEYS.threshold("ssh-burst", "203.0.113.7")) == " ".join(
+    assert redis_client.hget(KEYS.windows("ssh-burst"), "203.0.113.7") == " ".join(
         ["1234.5678"] * 3)
-    assert 3600 < redis_client.ttl(KEYS.threshold("ssh-burst", "203.0.113.7")) <= 60 + 3600
     # A key below the count is written the same way, and its next hits count from it.
     process_batch(workers[0], batch("c2", 1300.0, [fail("198.51.100.2")] * 2))
     assert window(redis_client, "198.51.100.2") == [1300.0, 1300.0]
@@ -175,7 +181,7 @@ def test_a_batch_merges_a_keys_hits_from_its_fresh_chunks_only(
               Chunk("c2", [Segment.of("h2", "auth.log", 1002.0, [fail("203.0.113.9")])])]
     redis_client.config_resetstat()
     assert process_batch(b, Batch("t", chunks)) == (2, 1)
-    assert redis_client.info("commandstats")["cmdstat_get"]["calls"] == 1
+    assert redis_client.info("commandstats")["cmdstat_hmget"]["calls"] == 1  # the hash
     (alert,) = alerts(redis_client)
     assert (alert["count"], alert["first"], alert["last"], alert["agent"]) == (
         "3", "1000.000", "1002.000", "h2")
@@ -195,17 +201,35 @@ def test_merged_hits_see_earlier_times_as_stored(redis_server,  # type: ignore[n
     assert (alert["count"], alert["first"], alert["agent"]) == ("2", "1700000000.124", "h2")
 
 
-def test_a_window_kept_as_a_sorted_set_by_earlier_versions_carries_on(
+def test_a_generation_later_the_hash_turns_and_a_key_carries_on(
         workers: list[WorkerState], redis_client: redis.Redis) -> None:
-    key = KEYS.threshold("ssh-burst", "203.0.113.9")
-    redis_client.zadd(key, {"old:0": 900.0, "old:1": 1000.0, "old:2": 1001.0, "old:3": 1002.0})
-    process_batch(workers[0], batch("u1", 1003.0, [fail("203.0.113.9")]))
-    assert alerts(redis_client) == []  # the window already held 3: no new crossing
-    assert window(redis_client, "203.0.113.9") == [1001.0, 1002.0, 1003.0]
-    redis_client.zadd(KEYS.threshold("ssh-burst", "198.51.100.1"), {"old:0": 1000.0})
-    process_batch(workers[1], batch("u2", 1010.0, [fail("198.51.100.1")] * 2))
-    (alert,) = alerts(redis_client)
-    assert (alert["key"], alert["count"], alert["first"]) == ("198.51.100.1", "3", "1000.000")
+    """Once half its TTL is gone, the rule's hash becomes the previous one; keys found
+    there carry on in the new hash, and the generation before is dropped."""
+    process_batch(workers[0], batch("g1", 1000.0, [fail("203.0.113.9")] * 2))
+    process_batch(workers[0], batch("g2", 1000.0, [fail("198.51.100.1")]))
+    redis_client.hset(KEYS.previous_windows("ssh-burst"), "192.0.2.99", "1.0")  # long gone
+    redis_client.expire(KEYS.windows("ssh-burst"), GENERATION)  # a generation has passed
+    process_batch(workers[1], batch("g3", 1010.0, [fail("203.0.113.9")]))
+    (alert,) = alerts(redis_client)  # 2 + 1 within the window: read from the previous hash
+    assert (alert["count"], alert["first"], alert["last"]) == ("3", "1000.000", "1010.000")
+    assert redis_client.hgetall(KEYS.windows("ssh-burst")) == {
+        "203.0.113.9": "1000 1000 1010"}
+    assert redis_client.hgetall(KEYS.previous_windows("ssh-burst")) == {
+        "203.0.113.9": "1000 1000", "198.51.100.1": "1000"}
+    assert 2 * GENERATION - 60 < redis_client.ttl(KEYS.windows("ssh-burst")) <= 2 * GENERATION
+    assert window(redis_client, "198.51.100.1") == [1000.0]  # still read, a generation more
+
+
+def test_a_batch_reads_and_writes_windows_in_slices(redis_server,  # type: ignore[no-untyped-def]
+                                                    redis_client: redis.Redis) -> None:
+    """More keys in a batch than one HMGET/HSET may carry (Lua's unpack is bounded)."""
+    state = build_state(Settings(redis_url=redis_server.url), RULES)
+    ips = [f"10.0.{i // 250}.{i % 250}" for i in range(2600)]
+    process_batch(state, batch("s1", 1000.0, [fail(ip) for ip in ips]))
+    process_batch(state, batch("s2", 1001.0, [fail(ip) for ip in ips] * 2))
+    assert len(alerts(redis_client)) == 2600
+    assert redis_client.hlen(KEYS.windows("ssh-burst")) == 2600
+    assert window(redis_client, ips[-1]) == [1000.0, 1001.0, 1001.0]
 
 
 def test_redelivered_chunk_adds_no_hits(workers: list[WorkerState],

@@ -83,7 +83,7 @@ def test_worker_counts_batches_exactly_once(  # type: ignore[no-untyped-def]
     # 40 failures from one address within a second: one crossing, one alert, across processes.
     assert redis_client.hget(KEYS.totals, "alerts") == "1"
     # Its window keeps the rule's count (5) of latest match times.
-    assert len(redis_client.get(KEYS.threshold("sshd-brute-force", "203.0.113.9")).split()) == 5
+    assert len(redis_client.hget(KEYS.windows("sshd-brute-force"), "203.0.113.9").split()) == 5
     assert redis_client.hgetall(KEYS.agents) == {"host0": "40", "host1": "40"}
     assert redis_client.hlen(KEYS.rules) >= 80
     worker.send_signal(signal.SIGTERM)

@@ -5,13 +5,16 @@ A Lua script (EVALSHA) runs per batch. For each chunk it claims ``keys.chunk(id)
 are late, workers can die) adds nothing but ``totals.duplicates`` (and no threshold hits).
 
 Threshold rules keep a sliding window per (rule, key): the log times of the key's latest
-matches, at most the rule's ``count`` of them, as a short string (``GET`` shows them). That
-many are enough to tell exactly whether the window holds ``count`` matches. The script
-replays a key's hits from all the batch's fresh chunks in memory, so a key costs one ``GET``
-and one ``SET`` per batch whatever its rate, and a key hammered by one source stays a few
-bytes. The same script trims the window, counts it and, when it crosses the rule's
-count, writes one alert to ``keys.alerts``, so the count holds across any number of worker
-processes without a race. The arguments travel as one msgpack blob, decoded in Lua by
+matches, at most the rule's ``count`` of them, as a short string in the rule's hash of
+windows (``HGET`` shows them). That many are enough to tell exactly whether the window holds
+``count`` matches. The script replays a key's hits from all the batch's fresh chunks in
+memory, and reads and writes all of a batch's windows of one rule with one ``HMGET`` and one
+``HSET``: a key of its own per window, with its own TTL, cost Redis three times as much per
+key, and most keys (source addresses) are seen once. Hashes are replaced a generation (an
+hour after the window) at a time instead of expiring key by key (see ``keys.windows``). The
+same script trims each window, counts it and, when it crosses the rule's count, writes one
+alert to ``keys.alerts``, so the count holds across any number of worker processes without a
+race. The arguments travel as one msgpack blob, decoded in Lua by
 ``cmsgpack``. Every key name is computed here from :class:`logsig.keys.Keys` and passed in,
 so the key schema stays defined in one place.
 """
@@ -40,42 +43,90 @@ local args = cmsgpack.unpack(ARGV[1])
 local chunk_ttl, minute_ttl, maxlen = args[1], args[2], args[3]
 local fresh, dup, raised = 0, 0, 0
 
--- The hits of one threshold rule on one key in one batch: h = {window key, rule slot, key,
--- events}, events = {time, agent, hits, ...} in the order they were read (the fresh chunks'
--- in turn). The slot indexes the rules' {id, severity, count, window, ttl} in args[6]. The
--- window keeps the latest `count` match times (oldest first, as Lua prints numbers: 14
--- digits); only they decide a crossing. Each event trims the window to its own time's
--- window and adds its hits; an alert is raised when that crosses the count: below it before
--- the event, at or above it after. It stays quiet while the window stays up. The events are
--- replayed in memory, so a key costs one GET and one SET per batch however often it is hit.
--- A batch's alerts are written key by key, after its chunks.
+-- Threshold windows. A rule's windows are the fields of one hash, key value -> the log times
+-- of the key's latest `count` matches (oldest first, as Lua prints numbers: 14 digits); only
+-- they decide a crossing. A hash serves one generation (`gen`: the rule's window plus an
+-- hour): its TTL counts down from two generations, and once half of that is gone it becomes
+-- the rule's previous hash (the older previous one is unlinked, freed in the background)
+-- and the next hit starts a new one. A key is read from the current hash, else from the
+-- previous, and written to the current, so it lives one to two generations after its last
+-- hit. A batch's keys cost one HMGET and one HSET per rule, not a key each.
+--
+-- h = {rule slot, key, events, window read}, events = {time, agent, hits, ...} in the order
+-- they were read (the fresh chunks' in turn). The slot indexes the rules' {id, severity,
+-- count, window, gen, hash, previous hash} in args[6]. Each event trims the window to its
+-- own time's window and adds its hits; an alert is raised when that crosses the count:
+-- below it before the event, at or above it after. It stays quiet while the window stays
+-- up. The events are replayed in memory. A batch's alerts are written key by key, after
+-- its chunks.
 local rules = args[6]
+local SLICE = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
 local function alert(h, m, n, first, last, agent)
   redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
-             'severity', rules[m + 2], 'key', h[3], 'count', n, 'window', rules[m + 4],
+             'severity', rules[m + 2], 'key', h[2], 'count', n, 'window', rules[m + 4],
              'first', string.format('%.3f', first), 'last', string.format('%.3f', last),
              'agent', agent)
   raised = raised + 1
 end
+local function hmget(hash, fields)
+  local out = {}
+  for i = 1, #fields, SLICE do
+    local got = redis.call('HMGET', hash, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    for j = 1, #got do out[i + j - 1] = got[j] end
+  end
+  return out
+end
+local function read_windows(m, hs)
+  local hash, previous, gen = rules[m + 6], rules[m + 7], rules[m + 5]
+  local ttl = redis.call('TTL', hash)
+  if ttl >= 0 and ttl <= gen then
+    redis.call('UNLINK', previous)
+    redis.call('RENAME', hash, previous)
+    redis.call('EXPIRE', previous, 2 * gen)  -- a safety net: the next turn unlinks it
+    ttl = -2
+  end
+  local fields = {}
+  for i, h in ipairs(hs) do fields[i] = h[2] end
+  local raws = ttl == -2 and {} or hmget(hash, fields)
+  local missing, where = {}, {}
+  for i = 1, #hs do
+    if raws[i] then hs[i][4] = raws[i] else
+      missing[#missing + 1] = fields[i]
+      where[#missing] = hs[i]
+    end
+  end
+  if #missing > 0 then
+    local old = hmget(previous, missing)
+    for j = 1, #missing do where[j][4] = old[j] end
+  end
+end
+local function write_windows(m, hs)
+  local hash, pairs_ = rules[m + 6], {}
+  for _, h in ipairs(hs) do
+    pairs_[#pairs_ + 1] = h[2]
+    pairs_[#pairs_ + 1] = h[4]
+  end
+  for i = 1, #pairs_, 2 * SLICE do
+    redis.call('HSET', hash, unpack(pairs_, i, math.min(i + 2 * SLICE - 1, #pairs_)))
+  end
+  if redis.call('TTL', hash) == -1 then redis.call('EXPIRE', hash, 2 * rules[m + 5]) end
+end
+-- The window after a key's hits in this batch (h[4] the window read, or false).
 local function threshold_hits(h)
-  local z, evs = h[1], h[4]
-  local m = (h[2] - 1) * 5
+  local evs, raw = h[3], h[4]
+  local m = (h[1] - 1) * 7
   local count, window = rules[m + 3], rules[m + 4]
-  local raw = redis.pcall('GET', z)
   if not raw and #evs == 3 then
     -- No window yet and one event (most keys): nothing to trim or sort. Lua 5.1's
     -- string.rep has no separator; tostring formats as table.concat does.
     local ts, n = evs[1], evs[3]
     if n >= count then alert(h, m, n, ts, ts, evs[2]) end
     local t = tostring(ts)
-    redis.call('SET', z, string.rep(t .. ' ', math.min(n, count) - 1) .. t, 'EX', rules[m + 5])
+    h[4] = string.rep(t .. ' ', math.min(n, count) - 1) .. t
     return
   end
   local times = {}  -- the window is times[lo..last]
-  if type(raw) == 'table' then  -- WRONGTYPE: a sorted set, as earlier versions kept it
-    local old = redis.call('ZRANGE', z, -count, -1, 'WITHSCORES')
-    for j = 2, #old, 2 do times[#times + 1] = tonumber(old[j]) end
-  elseif raw then
+  if raw then
     for t in string.gmatch(raw, '%S+') do times[#times + 1] = tonumber(t) end
   end
   local lo, last = 1, #times
@@ -98,13 +149,13 @@ local function threshold_hits(h)
     lo = math.max(1, last - count + 1)
     if e + 3 <= #evs then
       -- As the stored string holds them (14 digits), so the next event decides as it would
-      -- after a GET: batching the hits differently never changes an alert.
+      -- after a read: batching the hits differently never changes an alert.
       for j = lo, last do times[j] = tonumber(tostring(times[j])) end
     end
   end
-  redis.call('SET', z, table.concat(times, ' ', lo, last), 'EX', rules[m + 5])
+  h[4] = table.concat(times, ' ', lo, last)
 end
-local windows, order = {}, {}
+local windows, order, slots = {}, {}, {}  -- slot -> key -> h; all h in order; slot -> its h
 
 for _, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
@@ -131,12 +182,19 @@ for _, c in ipairs(args[4]) do
                  'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
     for _, h in ipairs(c[9]) do
-      local w = windows[h[1]]
+      local by_key = windows[h[1]]
+      if not by_key then
+        by_key = {}
+        windows[h[1]] = by_key
+        slots[#slots + 1] = h[1]
+      end
+      local w = by_key[h[2]]
       if w then
-        local evs = w[4]
-        for _, v in ipairs(h[4]) do evs[#evs + 1] = v end
+        local evs = w[3]
+        for _, v in ipairs(h[3]) do evs[#evs + 1] = v end
       else
-        windows[h[1]] = h
+        h[4] = false
+        by_key[h[2]] = h
         order[#order + 1] = h
       end
     end
@@ -145,7 +203,15 @@ for _, c in ipairs(args[4]) do
     redis.call('HINCRBY', totals, 'duplicates', c[2])
   end
 end
+local of_slot = {}
+for _, h in ipairs(order) do
+  local list = of_slot[h[1]]
+  if not list then list = {}; of_slot[h[1]] = list end
+  list[#list + 1] = h
+end
+for _, slot in ipairs(slots) do read_windows((slot - 1) * 7, of_slot[slot]) end
 for _, h in ipairs(order) do threshold_hits(h) end
+for _, slot in ipairs(slots) do write_windows((slot - 1) * 7, of_slot[slot]) end
 if fresh > 0 then
   redis.call('HINCRBY', totals, 'batches', 1)
   redis.call('HINCRBY', totals, 'chunks', fresh)
@@ -169,7 +235,8 @@ def _flat(counts: dict[str, int]) -> list[Any]:
 
 
 WINDOW_TTL_EXTRA = 3600
-"""Seconds a threshold window outlives its rule's window (log times may lag the clock)."""
+"""Seconds a threshold window outlives its rule's window at least (log times may lag the
+clock): a generation of the rule's window hashes lasts the window plus this."""
 
 
 class ResultStore:
@@ -186,7 +253,7 @@ class ResultStore:
         self._record = client.register_script(_RECORD)
         self._batch_prefix = self.keys.batch("")
         # Threshold rules by slot (1-based, as Lua counts): {id, severity, count, window,
-        # the window's TTL: an hour after the window}.
+        # generation (an hour after the window), hash, previous hash}.
         self._slots: dict[int, int] = {}
         self._threshold_rules: list[Any] = []
         for r, rule in enumerate(self.rules):
@@ -194,7 +261,9 @@ class ResultStore:
                 self._slots[r] = len(self._slots) + 1
                 t = rule.threshold
                 self._threshold_rules += (rule.id, rule.severity, t.count, t.window,
-                                          math.ceil(t.window) + WINDOW_TTL_EXTRA)
+                                          math.ceil(t.window) + WINDOW_TTL_EXTRA,
+                                          self.keys.windows(rule.id),
+                                          self.keys.previous_windows(rule.id))
 
     def is_batch_key(self, key: object) -> bool:
         """Whether a task argument names a stored batch (and nothing else in Redis)."""
@@ -239,16 +308,14 @@ class ResultStore:
         return int(fresh), int(dup)
 
     def _hits(self, delta: ChunkDelta) -> list[Any]:
-        """One entry per (rule, key): the window key, the rule's slot in the script's rule
-        table, the key, and the events in the order they were read, three values each: the
-        log time, the agent and the number of hits. The script merges a batch's entries
-        for one key, which then costs one GET and one SET."""
+        """One entry per (rule, key): the rule's slot in the script's rule table, the key,
+        and the events in the order they were read, three values each: the log time, the
+        agent and the number of hits. The script merges a batch's entries for one key."""
         events: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
         for (r, key, ts, agent), count in delta.hits.items():
             events[(r, key)] += (ts, agent, count)
-        window_key, slots, rules = self.keys.threshold, self._slots, self.rules
-        return [[window_key(rules[r].id, key), slots[r], key, found]
-                for (r, key), found in events.items()]
+        slots = self._slots
+        return [[slots[r], key, found] for (r, key), found in events.items()]
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
         """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""
