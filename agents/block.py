@@ -162,9 +162,13 @@ class Block:
         """The first ``n`` lines and the rest, as two blocks of the same source."""
         ends = self.ends
         lines = self.lines
+        head_lines: Sequence[str]
+        rest_lines: Sequence[str]
         if isinstance(lines, JoinedLines) and 0 < n < len(lines):
             head_lines, rest_lines = lines.cut(n)
-            middle = self.start + len(head_lines.data)
+            # Plain lines begin at start, unless a late newline was swallowed before them:
+            # then their offsets are in ends (LineBuffer.feed).
+            middle = self.start + len(head_lines.data) if ends is None else ends[n - 1]
         else:
             head_lines, rest_lines = lines[:n], lines[n:]
             middle = self.offset_after(n) if self.key is not None else 0

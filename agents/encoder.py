@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from agents.block import Block, JoinedLines
-from logsig.forward import encode_packed_forward, event_time
+from logsig.forward import encode_packed_forward, event_time, str_header
 from logsig.newlines import count_newlines
 
 
@@ -43,7 +43,7 @@ class FrameEncoder:
             return b""
         if isinstance(lines, JoinedLines):
             size = len(lines.data) - 1
-            return b"".join((self._event_head(block), _str_header(size),
+            return b"".join((self._event_head(block), str_header(size),
                              memoryview(lines.data)[:size]))
         text = "\n".join(lines)
         if block.stop is None and count_newlines(text) != len(lines) - 1:
@@ -95,14 +95,3 @@ class FrameEncoder:
             self.tag, entries, len(full), chunk,
             extra={"host": self.host, "sources": sources, "lines": [len(b) for b in full]})
 
-
-def _str_header(size: int) -> bytes:
-    """The msgpack str header of a ``size``-byte string, as msgpack's packer writes it
-    (the smallest format that fits), so a block's entry is the same bytes either way."""
-    if size < 32:
-        return bytes((0xA0 | size,))
-    if size < 1 << 8:
-        return b"\xd9" + size.to_bytes(1, "big")
-    if size < 1 << 16:
-        return b"\xda" + size.to_bytes(2, "big")
-    return b"\xdb" + size.to_bytes(4, "big")

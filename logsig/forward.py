@@ -129,7 +129,7 @@ def encode_packed_forward(
     ``entries`` may come in pieces: the frame is then written around them in one join, not
     joined first and copied again by the packer (frames are megabytes).
     """
-    parts = [entries] if isinstance(entries, bytes) else entries
+    parts = [entries] if isinstance(entries, bytes | bytearray | memoryview) else entries
     if compress:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
         parts = [gz.compress(b"".join(parts)) + gz.flush()]
@@ -141,11 +141,24 @@ def encode_packed_forward(
 
 def _bin_header(size: int) -> bytes:
     """The msgpack bin header of ``size`` bytes, the smallest that fits (as packb writes)."""
+    return _header(size, b"", b"\xc4", b"\xc5", b"\xc6")
+
+
+def str_header(size: int) -> bytes:
+    """The msgpack str header of a ``size``-byte string, the smallest that fits (as packb
+    writes it), for a string packed from bytes already UTF-8 without a decode."""
+    return _header(size, bytes((0xA0 | size,)) if size < 32 else b"", b"\xd9", b"\xda",
+                   b"\xdb")
+
+
+def _header(size: int, fix: bytes, one: bytes, two: bytes, four: bytes) -> bytes:
+    if fix:
+        return fix
     if size < 1 << 8:
-        return b"\xc4" + size.to_bytes(1, "big")
+        return one + size.to_bytes(1, "big")
     if size < 1 << 16:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
+        return two + size.to_bytes(2, "big")
+    return four + size.to_bytes(4, "big")
 
 
 def encode_ack(chunk: str) -> bytes:

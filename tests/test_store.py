@@ -7,12 +7,14 @@ from collections import Counter
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logsig.batch import Batch, Chunk, Segment
 from logsig.errors import ProtocolError
 from logsig.keys import Keys
 from logsig.settings import Settings
-from workers.aggregate import MATCH_SAMPLES, aggregate, flatten
+from workers.aggregate import MATCH_SAMPLES, Span, _groups, aggregate, flatten, lines_at
 from workers.engine import ReferenceEngine
 from workers.rules import load_rules
 from workers.tasks import WorkerState, build_state, process_batch, process_stored, scan_flat
@@ -193,3 +195,31 @@ def test_a_stored_batch_is_recorded_once_and_deleted(state: WorkerState,
     with pytest.raises(ProtocolError):
         process_stored(state, key)
     assert not redis_client.exists(key)  # a malformed batch is dropped, not kept forever
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=12),
+       st.sets(st.tuples(st.integers(0, 40), st.integers(0, 5)), max_size=60))
+def test_groups_are_the_pairs_by_segment_then_first_line(sizes: list[int],
+                                                         raw: set[tuple[int, int]]) -> None:
+    """``_groups`` (one stable sort, a bisect per segment holding matches) gives what a
+    line-by-line grouping gives: per segment, each rule's lines in order, the groups ordered
+    by segment, then first line, then rule."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    total = sum(sizes)
+    pairs = sorted((i, r) for i, r in raw if i < total)
+    spans = [Span(s, 0, "h", f"s{n}", 0.0) for n, s in enumerate(starts)]
+    naive: dict[tuple[int, int], list[int]] = {}
+    for i, r in pairs:
+        k = max(n for n, s in enumerate(starts) if s <= i)
+        naive.setdefault((k, r), []).append(i)
+    want = sorted(((k, found[0], r), found) for (k, r), found in naive.items())
+    got = _groups(spans, starts, pairs)
+    assert [(spans.index(span), r, found) for span, r, found in got] == [
+        (k, r, found) for (k, _, r), found in want]
+
+
+def test_lines_at_reads_the_last_line_too() -> None:
+    text = "first\nsecond line\nlast"
+    assert lines_at(text, [0, 6, 18]) == ["first", "second line", "last"]
+    assert lines_at(text, [18]) == ["last"] and lines_at(text, []) == []

@@ -118,6 +118,28 @@ def test_plain_lines_stay_joined_and_cut_like_a_list(data: bytes) -> None:
             assert (h1.end, r1.start, r1.end, h1.stop) == (h2.end, r2.start, r2.end, h2.stop)
 
 
+@pytest.mark.parametrize("late", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("lines", [[b"L1", b"L2"], [b"L1", b"", b"L2", b"L3"]])
+def test_a_block_after_a_swallowed_newline_cuts_where_its_lines_are(
+        late: bytes, lines: list[bytes]) -> None:
+    """After a line went out unterminated, its late newline is swallowed and the plain lines
+    that follow start past it: every cut of that block must name their true offsets, or a
+    restarted agent could not read the rest of the block back (replay)."""
+    data = b"x" * 10 + late + b"".join(line + b"\n" for line in lines)
+    buf = LineBuffer(10, after_cut=True)
+    got, ends = buf.feed(data[10:])
+    block = Block("f", 1.0, got, ends, (1, 2), 10, stop=buf.offset)
+    assert isinstance(got, JoinedLines) and ends is not None
+    for n in range(1, len(lines)):
+        head, rest = block.split(n)
+        assert head.end == rest.start == ends[n - 1] and rest.end == len(data)
+        for part in (head, rest):
+            after_cut = data[part.start - 1:part.start] != b"\n"
+            again, _ = split_segment(data[part.start:part.end], part.start,
+                                     after_cut=after_cut, cut=False)
+            assert list(again) == list(part.lines)
+
+
 def test_joined_lines_refuse_what_is_not_whole_lines() -> None:
     with pytest.raises(ValueError):
         JoinedLines(b"no newline", 1)

@@ -220,6 +220,27 @@ def test_a_generation_later_the_hash_turns_and_a_key_carries_on(
     assert window(redis_client, "198.51.100.1") == [1000.0]  # still read, a generation more
 
 
+def test_the_current_hash_wins_and_a_hash_without_ttl_gets_one(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    """A key in both hashes is read from the current one; the first turn has no previous
+    hash to drop; a current hash that lost its TTL gets it back on its next write."""
+    redis_client.hset(KEYS.windows("ssh-burst"), "203.0.113.9", "1000")
+    redis_client.hset(KEYS.previous_windows("ssh-burst"), "203.0.113.9", "990 995")
+    process_batch(workers[0], batch("w1", 1001.0, [fail("203.0.113.9")]))
+    assert alerts(redis_client) == []  # 1000 + 1001: two, not the previous hash's three
+    assert window(redis_client, "203.0.113.9") == [1000.0, 1001.0]
+    assert 2 * GENERATION - 60 < redis_client.ttl(KEYS.windows("ssh-burst")) <= 2 * GENERATION
+    redis_client.delete(KEYS.previous_windows("ssh-burst"))
+    redis_client.expire(KEYS.windows("ssh-burst"), 10)  # long past its turn
+    process_batch(workers[1], batch("w2", 1002.0, [fail("198.51.100.1")]))
+    assert redis_client.hgetall(KEYS.previous_windows("ssh-burst")) == {
+        "203.0.113.9": "1000 1001"}
+    assert redis_client.hgetall(KEYS.windows("ssh-burst")) == {"198.51.100.1": "1002"}
+    redis_client.persist(KEYS.windows("ssh-burst"))
+    process_batch(workers[0], batch("w3", 1003.0, [fail("198.51.100.1")]))
+    assert 2 * GENERATION - 60 < redis_client.ttl(KEYS.windows("ssh-burst")) <= 2 * GENERATION
+
+
 def test_a_batch_reads_and_writes_windows_in_slices(redis_server,  # type: ignore[no-untyped-def]
                                                     redis_client: redis.Redis) -> None:
     """More keys in a batch than one HMGET/HSET may carry (Lua's unpack is bounded)."""

@@ -117,9 +117,9 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
 
     ``pairs`` name lines by index in :meth:`Flat.all_lines` or, ``by_offset``, by the
     character offset where they start in :attr:`Flat.text` (see ``Engine.scan_offsets``).
-    Every per-match step (grouping, reading the lines, extracting threshold keys) runs as
-    C-level ``map``/``sort``/``Counter`` calls over a whole group: a Python loop per match
-    cost as much as the rest of the worker's Python around the scan.
+    Every per-match step (grouping, reading the lines, extracting threshold keys of a rule
+    with one pattern) runs as C-level ``map``/``sort``/``Counter`` calls over a whole group:
+    a Python loop per match cost as much as the rest of the worker's Python around the scan.
     """
     deltas = [ChunkDelta(chunk.id, truncated=chunk.truncated) for chunk in batch.chunks]
     for chunk, delta in zip(batch.chunks, deltas, strict=True):
@@ -164,8 +164,9 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
 
 
 def lines_at(text: str, starts: list[int]) -> list[str]:
-    """The lines of ``text`` (joined with ``"\\n"``) that begin at the sorted offsets
-    ``starts``; only the text's last line has no newline after it."""
+    """The lines of ``text`` (joined with ``"\\n"``) that begin at the sorted, unique offsets
+    ``starts`` (as the engine gives them); only the text's last line has no newline after
+    it, so only the last offset can find none."""
     ends = list(map(text.find, repeat("\n"), starts))
     if ends and ends[-1] < 0:
         ends[-1] = len(text)
@@ -183,13 +184,12 @@ def _groups(spans: Sequence[Span], starts: Sequence[int], pairs: Sequence[tuple[
     keyed: list[tuple[int, int, int, list[int]]] = []
     last = len(starts) - 1
     for r, found in found_by_rule:
-        k = bisect_right(starts, found[0]) - 1
-        lo = 0
-        while lo < len(found):
-            hi = len(found) if k == last else bisect_left(found, starts[k + 1], lo)
-            if hi > lo:
-                keyed.append((k, found[lo], r, found[lo:hi] if lo or hi < len(found) else found))
-            lo, k = hi, k + 1
+        lo, count = 0, len(found)
+        while lo < count:  # once per segment holding a match: spans between are skipped
+            k = bisect_right(starts, found[lo]) - 1
+            hi = count if k == last else bisect_left(found, starts[k + 1], lo)
+            keyed.append((k, found[lo], r, found[lo:hi] if lo or hi < count else found))
+            lo = hi
     keyed.sort(key=_ORDER)
     return [(spans[k], r, found) for k, _, r, found in keyed]
 

@@ -8,10 +8,11 @@ Threshold rules keep a sliding window per (rule, key): the log times of the key'
 matches, at most the rule's ``count`` of them, as a short string in the rule's hash of
 windows (``HGET`` shows them). That many are enough to tell exactly whether the window holds
 ``count`` matches. The script replays a key's hits from all the batch's fresh chunks in
-memory, and reads and writes all of a batch's windows of one rule with one ``HMGET`` and one
-``HSET``: a key of its own per window, with its own TTL, cost Redis three times as much per
-key, and most keys (source addresses) are seen once. Hashes are replaced a generation (an
-hour after the window) at a time instead of expiring key by key (see ``keys.windows``). The
+memory, and reads and writes all of a batch's windows of one rule with one ``HMGET`` (and one
+of the previous generation's hash for the keys the current one lacks) and one ``HSET``: a
+key of its own per window, with its own TTL, cost Redis three times as much per key, and
+most keys (source addresses) are seen once. Hashes are replaced a generation (the rule's
+window plus an hour) at a time instead of expiring key by key (see ``keys.windows``). The
 same script trims each window, counts it and, when it crosses the rule's count, writes one
 alert to ``keys.alerts``, so the count holds across any number of worker processes without a
 race. The arguments travel as one msgpack blob, decoded in Lua by
@@ -50,7 +51,7 @@ local fresh, dup, raised = 0, 0, 0
 -- the rule's previous hash (the older previous one is unlinked, freed in the background)
 -- and the next hit starts a new one. A key is read from the current hash, else from the
 -- previous, and written to the current, so it lives one to two generations after its last
--- hit. A batch's keys cost one HMGET and one HSET per rule, not a key each.
+-- hit. A batch's keys cost an HMGET of each hash and one HSET per rule, not a key each.
 --
 -- h = {rule slot, key, events, window read}, events = {time, agent, hits, ...} in the order
 -- they were read (the fresh chunks' in turn). The slot indexes the rules' {id, severity,
@@ -155,7 +156,7 @@ local function threshold_hits(h)
   end
   h[4] = table.concat(times, ' ', lo, last)
 end
-local windows, order, slots = {}, {}, {}  -- slot -> key -> h; all h in order; slot -> its h
+local windows, order, slots = {}, {}, {}  -- slot -> key -> h; all h in order; slots in order
 
 for _, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
@@ -253,7 +254,7 @@ class ResultStore:
         self._record = client.register_script(_RECORD)
         self._batch_prefix = self.keys.batch("")
         # Threshold rules by slot (1-based, as Lua counts): {id, severity, count, window,
-        # generation (an hour after the window), hash, previous hash}.
+        # generation (the rule's window plus an hour), hash, previous hash}.
         self._slots: dict[int, int] = {}
         self._threshold_rules: list[Any] = []
         for r, rule in enumerate(self.rules):
