@@ -89,8 +89,7 @@ class JoinedLines(Sequence[str]):
     def lines(self) -> list[str]:
         """The lines as a list (made once)."""
         if self._list is None:
-            self._list = self.data.decode("ascii").split("\n")
-            self._list.pop()  # the empty piece after the last newline
+            self._list = _terminated_lines(self.data.decode("ascii"))
         return self._list
 
     def offset_of(self, n: int) -> int:
@@ -166,15 +165,12 @@ class Block:
         rest_lines: Sequence[str]
         if isinstance(lines, JoinedLines) and 0 < n < len(lines):
             head_lines, rest_lines = lines.cut(n)
-            # Plain lines begin at start, unless a late newline was swallowed before them:
-            # then their offsets are in ends (LineBuffer.feed).
-            middle = self.start + len(head_lines.data) if ends is None else ends[n - 1]
         else:
             head_lines, rest_lines = lines[:n], lines[n:]
-            middle = self.offset_after(n) if self.key is not None else 0
         if self.key is None:
             return (Block(self.source, self.time, head_lines),
                     Block(self.source, self.time, rest_lines))
+        middle = self.offset_after(n)
         head_ends, rest_ends = (None, None) if ends is None else (ends[:n], ends[n:])
         head = Block(self.source, self.time, head_lines, head_ends, self.key, self.start,
                      stop=None if self.stop is None else middle)
@@ -219,8 +215,7 @@ def split_lines(data: bytes, base: int = 0) -> tuple[Sequence[str], list[int] | 
     # Byte length of each line with its newline; for ASCII the text's pieces are the bytes'.
     lines: list[str]
     if data.isascii():
-        lines = text.split("\n")
-        lines.pop()  # the empty piece after the final newline
+        lines = _terminated_lines(text)
         lengths = map(len, lines)
     else:
         raw = data.split(b"\n")
@@ -230,9 +225,15 @@ def split_lines(data: bytes, base: int = 0) -> tuple[Sequence[str], list[int] | 
     ends = list(accumulate(map(_PLUS_ONE, lengths), initial=base))
     del ends[0]
     if resplit:
-        lines = text.replace("\r\n", "\n").split("\n")
-        lines.pop()
+        lines = _terminated_lines(text.replace("\r\n", "\n"))
     return lines, ends
+
+
+def _terminated_lines(text: str) -> list[str]:
+    """The lines of ``text``, every one of which ends with ``"\\n"``."""
+    lines = text.split("\n")
+    lines.pop()  # the empty piece after the last newline
+    return lines
 
 
 def decode_partial(data: bytes) -> str:

@@ -94,4 +94,3 @@ class FrameEncoder:
         return encode_packed_forward(
             self.tag, entries, len(full), chunk,
             extra={"host": self.host, "sources": sources, "lines": [len(b) for b in full]})
-

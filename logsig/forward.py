@@ -141,19 +141,19 @@ def encode_packed_forward(
 
 def _bin_header(size: int) -> bytes:
     """The msgpack bin header of ``size`` bytes, the smallest that fits (as packb writes)."""
-    return _header(size, b"", b"\xc4", b"\xc5", b"\xc6")
+    return _sized_header(size, b"\xc4", b"\xc5", b"\xc6")
 
 
 def str_header(size: int) -> bytes:
     """The msgpack str header of a ``size``-byte string, the smallest that fits (as packb
     writes it), for a string packed from bytes already UTF-8 without a decode."""
-    return _header(size, bytes((0xA0 | size,)) if size < 32 else b"", b"\xd9", b"\xda",
-                   b"\xdb")
+    if size < 32:
+        return bytes((0xA0 | size,))  # fixstr
+    return _sized_header(size, b"\xd9", b"\xda", b"\xdb")
 
 
-def _header(size: int, fix: bytes, one: bytes, two: bytes, four: bytes) -> bytes:
-    if fix:
-        return fix
+def _sized_header(size: int, one: bytes, two: bytes, four: bytes) -> bytes:
+    """A type byte for a 1-, 2- or 4-byte length, whichever fits, and the length."""
     if size < 1 << 8:
         return one + size.to_bytes(1, "big")
     if size < 1 << 16:
