@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,23 +52,26 @@ local fresh, dup, raised = 0, 0, 0
 -- previous, and written to the current, so it lives one to two generations after its last
 -- hit. A batch's keys cost an HMGET of each hash and one HSET per rule, not a key each.
 --
--- h = {rule slot, key, events, window read}, events = {time, agent, hits, ...} in the order
--- they were read (the fresh chunks' in turn). The slot indexes the rules' {id, severity,
--- count, window, gen, hash, previous hash} in args[6]. Each event trims the window to its
--- own time's window and adds its hits; an alert is raised when that crosses the count:
--- below it before the event, at or above it after. It stays quiet while the window stays
--- up. The events are replayed in memory. A batch's alerts are written key by key, after
--- its chunks.
+-- A chunk's hits come flat, five values per event: rule slot, key, log time, agent, hits,
+-- in the order they were read. The slot indexes the rules' {id, severity, count, window,
+-- gen, hash, previous hash} in args[6]. The fresh chunks' events of one (slot, key) are
+-- gathered in one table w = {slot, key, window read, time, agent, hits, time, ...}: one
+-- table per key, since most keys (source addresses) come once. Each event trims the window
+-- to its own time's window and adds its hits; an alert is raised when that crosses the
+-- count: below it before the event, at or above it after. It stays quiet while the window
+-- stays up. The events are replayed in memory. A batch's alerts are written key by key, in
+-- the order the keys were first read, after its chunks.
 local rules = args[6]
 local SLICE = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
-local function alert(h, m, n, first, last, agent)
+local function alert(key, m, n, first, last, agent)
   redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
-             'severity', rules[m + 2], 'key', h[2], 'count', n, 'window', rules[m + 4],
+             'severity', rules[m + 2], 'key', key, 'count', n, 'window', rules[m + 4],
              'first', string.format('%.3f', first), 'last', string.format('%.3f', last),
              'agent', agent)
   raised = raised + 1
 end
 local function hmget(hash, fields)
+  if #fields <= SLICE then return redis.call('HMGET', hash, unpack(fields)) end
   local out = {}
   for i = 1, #fields, SLICE do
     local got = redis.call('HMGET', hash, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
@@ -77,7 +79,8 @@ local function hmget(hash, fields)
   end
   return out
 end
-local function read_windows(m, hs)
+-- Sets w[3] of each of a rule's keys to its window as stored, or false.
+local function read_windows(m, keys, by_key)
   local hash, previous, gen = rules[m + 6], rules[m + 7], rules[m + 5]
   local ttl = redis.call('TTL', hash)
   if ttl >= 0 and ttl <= gen then
@@ -86,44 +89,46 @@ local function read_windows(m, hs)
     redis.call('EXPIRE', previous, 2 * gen)  -- a safety net: the next turn unlinks it
     ttl = -2
   end
-  local fields = {}
-  for i, h in ipairs(hs) do fields[i] = h[2] end
-  local raws = ttl == -2 and {} or hmget(hash, fields)
-  local missing, where = {}, {}
-  for i = 1, #hs do
-    if raws[i] then hs[i][4] = raws[i] else
-      missing[#missing + 1] = fields[i]
-      where[#missing] = hs[i]
+  local missing = keys
+  if ttl ~= -2 then
+    local raws = hmget(hash, keys)
+    missing = {}
+    for i = 1, #keys do
+      local raw = raws[i]
+      if raw then by_key[keys[i]][3] = raw else missing[#missing + 1] = keys[i] end
     end
   end
   if #missing > 0 then
     local old = hmget(previous, missing)
-    for j = 1, #missing do where[j][4] = old[j] end
+    for j = 1, #missing do by_key[missing[j]][3] = old[j] end
   end
 end
-local function write_windows(m, hs)
+local function write_windows(m, keys, by_key)
   local hash, pairs_ = rules[m + 6], {}
-  for _, h in ipairs(hs) do
-    pairs_[#pairs_ + 1] = h[2]
-    pairs_[#pairs_ + 1] = h[4]
+  for i = 1, #keys do
+    local key = keys[i]
+    pairs_[2 * i - 1] = key
+    pairs_[2 * i] = by_key[key][3]
   end
   for i = 1, #pairs_, 2 * SLICE do
     redis.call('HSET', hash, unpack(pairs_, i, math.min(i + 2 * SLICE - 1, #pairs_)))
   end
   if redis.call('TTL', hash) == -1 then redis.call('EXPIRE', hash, 2 * rules[m + 5]) end
 end
--- The window after a key's hits in this batch (h[4] the window read, or false).
-local function threshold_hits(h)
-  local evs, raw = h[3], h[4]
-  local m = (h[1] - 1) * 7
+-- Replaces w[3] (the window read, or false) with the window after the key's events.
+local function threshold_hits(w)
+  local raw = w[3]
+  local m = (w[1] - 1) * 7
   local count, window = rules[m + 3], rules[m + 4]
-  if not raw and #evs == 3 then
+  if not raw and #w == 6 then
     -- No window yet and one event (most keys): nothing to trim or sort. Lua 5.1's
     -- string.rep has no separator; tostring formats as table.concat does.
-    local ts, n = evs[1], evs[3]
-    if n >= count then alert(h, m, n, ts, ts, evs[2]) end
+    local ts, n = w[4], w[6]
+    if n >= count then alert(w[2], m, n, ts, ts, w[5]) end
     local t = tostring(ts)
-    h[4] = string.rep(t .. ' ', math.min(n, count) - 1) .. t
+    if n == 1 or count == 1 then w[3] = t else
+      w[3] = string.rep(t .. ' ', math.min(n, count) - 1) .. t
+    end
     return
   end
   local times = {}  -- the window is times[lo..last]
@@ -131,8 +136,8 @@ local function threshold_hits(h)
     for t in string.gmatch(raw, '%S+') do times[#times + 1] = tonumber(t) end
   end
   local lo, last = 1, #times
-  for e = 1, #evs, 3 do
-    local ts, n = evs[e], evs[e + 2]
+  for e = 4, #w, 3 do
+    local ts, n = w[e], w[e + 2]
     local stale = ts - window
     local kept, before = {}, 0
     for j = lo, last do
@@ -144,19 +149,20 @@ local function threshold_hits(h)
     for j = before + 1, before + math.min(n, count) do kept[j] = ts end
     if before > 0 then table.sort(kept) end  -- log times may come out of order
     if before < count and before + n >= count then
-      alert(h, m, before + n, kept[1], ts, evs[e + 1])
+      alert(w[2], m, before + n, kept[1], ts, w[e + 1])
     end
     times, last = kept, #kept
     lo = math.max(1, last - count + 1)
-    if e + 3 <= #evs then
+    if e + 3 <= #w then
       -- As the stored string holds them (14 digits), so the next event decides as it would
       -- after a read: batching the hits differently never changes an alert.
       for j = lo, last do times[j] = tonumber(tostring(times[j])) end
     end
   end
-  h[4] = table.concat(times, ' ', lo, last)
+  w[3] = table.concat(times, ' ', lo, last)
 end
-local windows, order, slots = {}, {}, {}  -- slot -> key -> h; all h in order; slots in order
+-- slot -> key -> w; slot -> its keys in order; every w in order; the slots in order
+local windows, keys_of, order, slots = {}, {}, {}, {}
 
 for _, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
@@ -182,21 +188,26 @@ for _, c in ipairs(args[4]) do
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', g[1], 'severity', g[2],
                  'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
-    for _, h in ipairs(c[9]) do
-      local by_key = windows[h[1]]
+    local t = c[9]
+    for i = 1, #t, 5 do
+      local slot, key = t[i], t[i + 1]
+      local by_key = windows[slot]
       if not by_key then
         by_key = {}
-        windows[h[1]] = by_key
-        slots[#slots + 1] = h[1]
+        windows[slot] = by_key
+        keys_of[slot] = {}
+        slots[#slots + 1] = slot
       end
-      local w = by_key[h[2]]
+      local w = by_key[key]
       if w then
-        local evs = w[3]
-        for _, v in ipairs(h[3]) do evs[#evs + 1] = v end
+        local n = #w
+        w[n + 1], w[n + 2], w[n + 3] = t[i + 2], t[i + 3], t[i + 4]
       else
-        h[4] = false
-        by_key[h[2]] = h
-        order[#order + 1] = h
+        w = {slot, key, false, t[i + 2], t[i + 3], t[i + 4]}
+        by_key[key] = w
+        local keys = keys_of[slot]
+        keys[#keys + 1] = key
+        order[#order + 1] = w
       end
     end
   else
@@ -204,15 +215,9 @@ for _, c in ipairs(args[4]) do
     redis.call('HINCRBY', totals, 'duplicates', c[2])
   end
 end
-local of_slot = {}
-for _, h in ipairs(order) do
-  local list = of_slot[h[1]]
-  if not list then list = {}; of_slot[h[1]] = list end
-  list[#list + 1] = h
-end
-for _, slot in ipairs(slots) do read_windows((slot - 1) * 7, of_slot[slot]) end
-for _, h in ipairs(order) do threshold_hits(h) end
-for _, slot in ipairs(slots) do write_windows((slot - 1) * 7, of_slot[slot]) end
+for _, slot in ipairs(slots) do read_windows((slot - 1) * 7, keys_of[slot], windows[slot]) end
+for _, w in ipairs(order) do threshold_hits(w) end
+for _, slot in ipairs(slots) do write_windows((slot - 1) * 7, keys_of[slot], windows[slot]) end
 if fresh > 0 then
   redis.call('HINCRBY', totals, 'batches', 1)
   redis.call('HINCRBY', totals, 'chunks', fresh)
@@ -309,14 +314,12 @@ class ResultStore:
         return int(fresh), int(dup)
 
     def _hits(self, delta: ChunkDelta) -> list[Any]:
-        """One entry per (rule, key): the rule's slot in the script's rule table, the key,
-        and the events in the order they were read, three values each: the log time, the
-        agent and the number of hits. The script merges a batch's entries for one key."""
-        events: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
-        for (r, key, ts, agent), count in delta.hits.items():
-            events[(r, key)] += (ts, agent, count)
+        """The chunk's threshold events, flat, five values each: the rule's slot in the
+        script's rule table, the key, the log time, the agent and the number of hits, in
+        the order they were read. The script gathers a batch's events of one key."""
         slots = self._slots
-        return [[slots[r], key, found] for (r, key), found in events.items()]
+        return [x for (r, key, ts, agent), count in delta.hits.items()
+                for x in (slots[r], key, ts, agent, count)]
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
         """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""
