@@ -188,6 +188,23 @@ def test_a_batch_merges_a_keys_hits_from_its_fresh_chunks_only(
     assert window(redis_client, "203.0.113.9") == [1000.0, 1001.0, 1002.0]
 
 
+def test_a_keys_first_event_in_a_redelivered_chunk_counts_for_nothing(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    """The script keeps a key's first event apart from its later ones: a redelivered chunk
+    holding it must not count it, nor write a key that has no fresh event at all."""
+    a, b = workers
+    seen = Chunk("seen", [Segment.of("h1", "auth.log", 1000.0,
+                                     [fail("203.0.113.9"), fail("198.51.100.7")] * 2)])
+    process_batch(a, Batch("t", [seen]))
+    fresh = Chunk("c2", [Segment.of("h2", "auth.log", 1002.0, [fail("203.0.113.9")])])
+    assert process_batch(b, Batch("t", [seen, fresh])) == (1, 1)
+    (alert,) = alerts(redis_client)  # 2 + 1: the redelivered two are not counted again
+    assert (alert["count"], alert["first"], alert["last"], alert["agent"]) == (
+        "3", "1000.000", "1002.000", "h2")
+    assert window(redis_client, "203.0.113.9") == [1000.0, 1000.0, 1002.0]
+    assert window(redis_client, "198.51.100.7") == [1000.0, 1000.0]
+
+
 def test_merged_hits_see_earlier_times_as_stored(redis_server,  # type: ignore[no-untyped-def]
                                                 redis_client: redis.Redis) -> None:
     # EventTimes carry nanoseconds; a window stores 14 digits. Merged in one batch, the

@@ -52,22 +52,24 @@ local fresh, dup, raised = 0, 0, 0
 -- previous, and written to the current, so it lives one to two generations after its last
 -- hit. A batch's keys cost an HMGET of each hash and one HSET per rule, not a key each.
 --
--- A chunk's hits come flat, five values per event: rule slot, key, log time, agent, hits,
--- in the order they were read. The slot indexes the rules' {id, severity, count, window,
--- gen, hash, previous hash} in args[6]. The fresh chunks' events of one (slot, key) are
--- gathered in one table w = {slot, key, window read, time, agent, hits, time, ...}: one
--- table per key, since most keys (source addresses) come once. Each event trims the window
--- to its own time's window and adds its hits; an alert is raised when that crosses the
--- count: below it before the event, at or above it after. It stays quiet while the window
--- stays up. The events are replayed in memory. A batch's alerts are written key by key, in
--- the order the keys were first read, after its chunks.
-local rules = args[6]
+-- The batch's hits come per rule, in columns (args[7]: four values per rule): its slot in
+-- the rules' {id, severity, count, window, gen, hash, previous hash} (args[6]); its keys;
+-- each key's first event, four values: chunk (its index in args[4]), log time, agent (an
+-- index in args[8]), hits; and the later events of any key, five values: the key's index,
+-- then as above. Events are in the order they were read. Only events of chunks claimed
+-- fresh here count. Most keys (source addresses) come once, with no window yet: they cost
+-- no Lua table. Each event trims the window to its own time's window and adds its hits; an
+-- alert is raised when that crosses the count: below it before the event, at or above it
+-- after. It stays quiet while the window stays up. The events are replayed in memory. A
+-- batch's alerts are written after its chunks, rule by rule, key by key as first read.
+local rules, names = args[6], args[8]
+local is_fresh = {}  -- chunk index -> true once claimed here
 local SLICE = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
 local function alert(key, m, n, first, last, agent)
   redis.call('XADD', alerts, 'MAXLEN', '~', maxlen, '*', 'rule', rules[m + 1],
              'severity', rules[m + 2], 'key', key, 'count', n, 'window', rules[m + 4],
              'first', string.format('%.3f', first), 'last', string.format('%.3f', last),
-             'agent', agent)
+             'agent', names[agent])
   raised = raised + 1
 end
 local function hmget(hash, fields)
@@ -79,8 +81,8 @@ local function hmget(hash, fields)
   end
   return out
 end
--- Sets w[3] of each of a rule's keys to its window as stored, or false.
-local function read_windows(m, keys, by_key)
+-- The windows of `keys` as stored (false where none), turning the rule's hash if it is due.
+local function read_windows(m, keys)
   local hash, previous, gen = rules[m + 6], rules[m + 7], rules[m + 5]
   local ttl = redis.call('TTL', hash)
   if ttl >= 0 and ttl <= gen then
@@ -89,55 +91,40 @@ local function read_windows(m, keys, by_key)
     redis.call('EXPIRE', previous, 2 * gen)  -- a safety net: the next turn unlinks it
     ttl = -2
   end
-  local missing = keys
+  local raws, missing, where = {}, keys, nil
   if ttl ~= -2 then
-    local raws = hmget(hash, keys)
-    missing = {}
+    raws = hmget(hash, keys)
+    missing, where = {}, {}
     for i = 1, #keys do
-      local raw = raws[i]
-      if raw then by_key[keys[i]][3] = raw else missing[#missing + 1] = keys[i] end
+      if not raws[i] then
+        missing[#missing + 1] = keys[i]
+        where[#missing] = i
+      end
     end
   end
   if #missing > 0 then
     local old = hmget(previous, missing)
-    for j = 1, #missing do by_key[missing[j]][3] = old[j] end
+    for j = 1, #missing do raws[where and where[j] or j] = old[j] end
   end
+  return raws
 end
-local function write_windows(m, keys, by_key)
-  local hash, pairs_ = rules[m + 6], {}
-  for i = 1, #keys do
-    local key = keys[i]
-    pairs_[2 * i - 1] = key
-    pairs_[2 * i] = by_key[key][3]
-  end
-  for i = 1, #pairs_, 2 * SLICE do
-    redis.call('HSET', hash, unpack(pairs_, i, math.min(i + 2 * SLICE - 1, #pairs_)))
+local function write_windows(m, fields)
+  local hash = rules[m + 6]
+  for i = 1, #fields, 2 * SLICE do
+    redis.call('HSET', hash, unpack(fields, i, math.min(i + 2 * SLICE - 1, #fields)))
   end
   if redis.call('TTL', hash) == -1 then redis.call('EXPIRE', hash, 2 * rules[m + 5]) end
 end
--- Replaces w[3] (the window read, or false) with the window after the key's events.
-local function threshold_hits(w)
-  local raw = w[3]
-  local m = (w[1] - 1) * 7
+-- The window after a key's events (evs: time, agent, hits, ...) given the window read.
+local function replay(key, m, raw, evs)
   local count, window = rules[m + 3], rules[m + 4]
-  if not raw and #w == 6 then
-    -- No window yet and one event (most keys): nothing to trim or sort. Lua 5.1's
-    -- string.rep has no separator; tostring formats as table.concat does.
-    local ts, n = w[4], w[6]
-    if n >= count then alert(w[2], m, n, ts, ts, w[5]) end
-    local t = tostring(ts)
-    if n == 1 or count == 1 then w[3] = t else
-      w[3] = string.rep(t .. ' ', math.min(n, count) - 1) .. t
-    end
-    return
-  end
   local times = {}  -- the window is times[lo..last]
   if raw then
     for t in string.gmatch(raw, '%S+') do times[#times + 1] = tonumber(t) end
   end
   local lo, last = 1, #times
-  for e = 4, #w, 3 do
-    local ts, n = w[e], w[e + 2]
+  for e = 1, #evs, 3 do
+    local ts, n = evs[e], evs[e + 2]
     local stale = ts - window
     local kept, before = {}, 0
     for j = lo, last do
@@ -149,28 +136,72 @@ local function threshold_hits(w)
     for j = before + 1, before + math.min(n, count) do kept[j] = ts end
     if before > 0 then table.sort(kept) end  -- log times may come out of order
     if before < count and before + n >= count then
-      alert(w[2], m, before + n, kept[1], ts, w[e + 1])
+      alert(key, m, before + n, kept[1], ts, evs[e + 1])
     end
     times, last = kept, #kept
     lo = math.max(1, last - count + 1)
-    if e + 3 <= #w then
+    if e + 3 <= #evs then
       -- As the stored string holds them (14 digits), so the next event decides as it would
       -- after a read: batching the hits differently never changes an alert.
       for j = lo, last do times[j] = tonumber(tostring(times[j])) end
     end
   end
-  w[3] = table.concat(times, ' ', lo, last)
+  return table.concat(times, ' ', lo, last)
 end
--- slot -> key -> w; slot -> its keys in order; every w in order; the slots in order
-local windows, keys_of, order, slots = {}, {}, {}, {}
+local function threshold_hits(slot, keys, first, later)
+  local m = (slot - 1) * 7
+  local count = rules[m + 3]
+  local more = {}  -- key index -> its later fresh events (time, agent, hits, ...)
+  for j = 1, #later, 5 do
+    if is_fresh[later[j + 1]] then
+      local i = later[j]
+      local evs = more[i]
+      if not evs then
+        evs = {}
+        more[i] = evs
+      end
+      evs[#evs + 1], evs[#evs + 2], evs[#evs + 3] = later[j + 2], later[j + 3], later[j + 4]
+    end
+  end
+  local raws = read_windows(m, keys)
+  local fields = {}
+  for i = 1, #keys do
+    local f = 4 * i - 3
+    local counts, evs = is_fresh[first[f]], more[i]
+    local raw, value = raws[i], nil
+    if counts and not evs and not raw then
+      -- One event and no window yet (most keys): nothing to trim or sort. Lua 5.1's
+      -- string.rep has no separator; tostring formats as table.concat does.
+      local ts, n = first[f + 1], first[f + 3]
+      if n >= count then alert(keys[i], m, n, ts, ts, first[f + 2]) end
+      value = tostring(ts)
+      if n > 1 and count > 1 then
+        value = string.rep(value .. ' ', math.min(n, count) - 1) .. value
+      end
+    elseif counts or evs then
+      local all = evs
+      if counts then
+        all = {first[f + 1], first[f + 2], first[f + 3]}
+        for j = 1, evs and #evs or 0 do all[3 + j] = evs[j] end
+      end
+      value = replay(keys[i], m, raw, all)
+    end
+    if value then
+      fields[#fields + 1] = keys[i]
+      fields[#fields + 1] = value
+    end
+  end
+  if #fields > 0 then write_windows(m, fields) end
+end
 
-for _, c in ipairs(args[4]) do
+for ci, c in ipairs(args[4]) do
   if redis.call('SET', c[1], '1', 'NX', 'EX', chunk_ttl) then
     fresh = fresh + 1
+    is_fresh[ci] = true
     redis.call('HINCRBY', totals, 'lines', c[2])
     redis.call('HINCRBY', totals, 'bytes', c[3])
     redis.call('HINCRBY', totals, 'matches', c[4])
-    if c[11] > 0 then redis.call('HINCRBY', totals, 'truncated', c[11]) end
+    if c[10] > 0 then redis.call('HINCRBY', totals, 'truncated', c[10]) end
     redis.call('HINCRBY', minute, '_lines', c[2])
     local s = c[5]
     for i = 1, #s, 2 do
@@ -188,36 +219,15 @@ for _, c in ipairs(args[4]) do
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'rule', g[1], 'severity', g[2],
                  'agent', g[3], 'source', g[4], 'time', g[5], 'count', g[6], 'lines', g[7])
     end
-    local t = c[9]
-    for i = 1, #t, 5 do
-      local slot, key = t[i], t[i + 1]
-      local by_key = windows[slot]
-      if not by_key then
-        by_key = {}
-        windows[slot] = by_key
-        keys_of[slot] = {}
-        slots[#slots + 1] = slot
-      end
-      local w = by_key[key]
-      if w then
-        local n = #w
-        w[n + 1], w[n + 2], w[n + 3] = t[i + 2], t[i + 3], t[i + 4]
-      else
-        w = {slot, key, false, t[i + 2], t[i + 3], t[i + 4]}
-        by_key[key] = w
-        local keys = keys_of[slot]
-        keys[#keys + 1] = key
-        order[#order + 1] = w
-      end
-    end
   else
     dup = dup + 1
     redis.call('HINCRBY', totals, 'duplicates', c[2])
   end
 end
-for _, slot in ipairs(slots) do read_windows((slot - 1) * 7, keys_of[slot], windows[slot]) end
-for _, w in ipairs(order) do threshold_hits(w) end
-for _, slot in ipairs(slots) do write_windows((slot - 1) * 7, keys_of[slot], windows[slot]) end
+local thresholds = args[7]
+for i = 1, #thresholds, 4 do
+  threshold_hits(thresholds[i], thresholds[i + 1], thresholds[i + 2], thresholds[i + 3])
+end
 if fresh > 0 then
   redis.call('HINCRBY', totals, 'batches', 1)
   redis.call('HINCRBY', totals, 'chunks', fresh)
@@ -227,7 +237,7 @@ if raised > 0 then redis.call('HINCRBY', totals, 'alerts', raised) end
 local reply = KEYS[7]
 if reply then
   -- End-to-end acks: the gateway acks these chunks once it pops their ids from here.
-  for _, c in ipairs(args[4]) do redis.call('RPUSH', reply, c[10]) end
+  for _, c in ipairs(args[4]) do redis.call('RPUSH', reply, c[9]) end
   redis.call('EXPIRE', reply, 3600)
 end
 -- The stored batch is done with: a redelivered task finds it gone and does nothing.
@@ -303,23 +313,48 @@ class ResultStore:
                    [x for host, c in d.agent_signatures.items() for x in (k.agent(host), _flat(c))],
                    [[g.rule.id, g.rule.severity, g.host, g.source, f"{g.time:.3f}", g.count,
                      "\n".join(g.samples)] for g in d.groups],
-                   self._hits(d), d.chunk_id, d.truncated]
+                   d.chunk_id, d.truncated]
                   for d in deltas]
+        thresholds, agents = self._thresholds(deltas)
         blob = msgpack.packb([s.chunk_ttl, s.minute_ttl, s.match_stream_maxlen, chunks,
-                              stored_as or "", self._threshold_rules], unicode_errors="replace")
+                              stored_as or "", self._threshold_rules, thresholds, agents],
+                             unicode_errors="replace")
         keys = [k.totals, k.signatures, k.agents, k.minute(now), k.matches, k.alerts]
         if reply_to is not None:
             keys.append(k.counted(reply_to))
         fresh, dup, _alerts = self._record(keys=keys, args=[blob])
         return int(fresh), int(dup)
 
-    def _hits(self, delta: ChunkDelta) -> list[Any]:
-        """The chunk's threshold events, flat, five values each: the rule's slot in the
-        script's rule table, the key, the log time, the agent and the number of hits, in
-        the order they were read. The script gathers a batch's events of one key."""
+    def _thresholds(self, deltas: Sequence[ChunkDelta]) -> tuple[list[Any], list[str]]:
+        """The batch's threshold hits in the script's columns, and the agents they name.
+
+        Per rule: its slot in the script's rule table; its keys, each once, in the order
+        first read; each key's first event as (chunk number from 1, log time, agent number
+        from 1, hits); and every later event of any of its keys as (key number from 1, then
+        the same four), in the order read. The script keeps only fresh chunks' events.
+        """
         slots = self._slots
-        return [x for (r, key, ts, agent), count in delta.hits.items()
-                for x in (slots[r], key, ts, agent, count)]
+        agents: dict[str, int] = {}
+        by_slot: dict[int, tuple[dict[str, int], list[str], list[Any], list[Any]]] = {}
+        for c, delta in enumerate(deltas, 1):
+            for (r, key, ts, agent), count in delta.hits.items():
+                a = agents.get(agent)
+                if a is None:
+                    a = agents[agent] = len(agents) + 1
+                columns = by_slot.get(slots[r])
+                if columns is None:
+                    columns = by_slot[slots[r]] = ({}, [], [], [])
+                index, keys, first, later = columns
+                i = index.get(key)
+                if i is None:
+                    keys.append(key)
+                    index[key] = len(keys)
+                    first += (c, ts, a, count)
+                else:
+                    later += (i, c, ts, a, count)
+        out = [x for slot, (_, keys, first, later) in by_slot.items()
+               for x in (slot, keys, first, later)]
+        return out, list(agents)
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
         """Rule id -> {title, severity} in ``keys.rules``, for readers of the counters."""
