@@ -205,6 +205,18 @@ def test_a_keys_first_event_in_a_redelivered_chunk_counts_for_nothing(
     assert window(redis_client, "198.51.100.7") == [1000.0, 1000.0]
 
 
+def test_an_agents_segments_of_one_time_are_one_event(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    """Two files of one agent read at the same time hit a key as one event: the alert
+    counts all its hits, not those of the first file alone."""
+    chunk = Chunk("two-files", [Segment.of("h1", "auth.log", 1000.0, [fail("192.0.2.5")] * 3),
+                                Segment.of("h1", "secure", 1000.0, [fail("192.0.2.5")])])
+    process_batch(workers[0], Batch("t", [chunk]))
+    (alert,) = alerts(redis_client)
+    assert (alert["count"], alert["first"], alert["last"]) == ("4", "1000.000", "1000.000")
+    assert window(redis_client, "192.0.2.5") == [1000.0] * 3
+
+
 def test_merged_hits_see_earlier_times_as_stored(redis_server,  # type: ignore[no-untyped-def]
                                                 redis_client: redis.Redis) -> None:
     # EventTimes carry nanoseconds; a window stores 14 digits. Merged in one batch, the

@@ -67,8 +67,8 @@ class ChunkDelta:
     agent_lines: Counter[str] = field(default_factory=Counter)
     agent_signatures: dict[str, Counter[str]] = field(default_factory=dict)
     groups: list[MatchGroup] = field(default_factory=list)
-    # (rule index, key, segment time, agent) -> matches of that threshold rule on that key
-    hits: Counter[tuple[int, str, float, str]] = field(default_factory=Counter)
+    # (threshold rule index, segment time, agent) -> matches of that rule per key
+    hits: dict[tuple[int, float, str], Counter[str]] = field(default_factory=dict)
     truncated: int = 0
 
 
@@ -157,10 +157,19 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
         delta.groups.append(MatchGroup(rule, span.host, span.source, span.time,
                                        len(found), samples))
         if threshold is not None:
-            hits = delta.hits
-            for key, n in rule.field_counts(texts, threshold.by).items():
-                hits[(r, key, span.time, span.host)] += n
+            _add_hits(delta.hits, (r, span.time, span.host),
+                      rule.field_counts(texts, threshold.by))
     return deltas
+
+
+def _add_hits(hits: dict[tuple[int, float, str], Counter[str]], group: tuple[int, float, str],
+              counts: Counter[str]) -> None:
+    """A threshold rule's keys in one segment, merged with another segment's of the same
+    agent and time (as one event each: the result script replays events one by one)."""
+    if counts:
+        merged = hits.setdefault(group, counts)
+        if merged is not counts:
+            merged.update(counts)
 
 
 def lines_at(text: str, starts: list[int]) -> list[str]:

@@ -26,6 +26,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import msgpack
@@ -331,27 +332,35 @@ class ResultStore:
         Per rule: its slot in the script's rule table; its keys, each once, in the order
         first read; each key's first event as (chunk number from 1, log time, agent number
         from 1, hits); and every later event of any of its keys as (key number from 1, then
-        the same four), in the order read. The script keeps only fresh chunks' events.
+        the same four), in the order read. The script keeps only fresh chunks' events. A
+        group of keys none of which the rule has seen yet in the batch (the usual case) is
+        added with C-level calls, not a step per key.
         """
         slots = self._slots
         agents: dict[str, int] = {}
         by_slot: dict[int, tuple[dict[str, int], list[str], list[Any], list[Any]]] = {}
         for c, delta in enumerate(deltas, 1):
-            for (r, key, ts, agent), count in delta.hits.items():
-                a = agents.get(agent)
-                if a is None:
-                    a = agents[agent] = len(agents) + 1
+            for (r, ts, agent), counts in delta.hits.items():
+                a = agents.setdefault(agent, len(agents) + 1)
                 columns = by_slot.get(slots[r])
                 if columns is None:
                     columns = by_slot[slots[r]] = ({}, [], [], [])
                 index, keys, first, later = columns
-                i = index.get(key)
-                if i is None:
-                    keys.append(key)
-                    index[key] = len(keys)
-                    first += (c, ts, a, count)
-                else:
-                    later += (i, c, ts, a, count)
+                if index.keys().isdisjoint(counts):
+                    size, known = len(counts), len(keys)
+                    index.update(zip(counts, range(known + 1, known + size + 1), strict=True))
+                    keys += counts
+                    first += chain.from_iterable(zip(repeat(c, size), repeat(ts, size),
+                                                     repeat(a, size), counts.values(), strict=True))
+                    continue
+                for key, count in counts.items():
+                    i = index.get(key)
+                    if i is None:
+                        keys.append(key)
+                        index[key] = len(keys)
+                        first += (c, ts, a, count)
+                    else:
+                        later += (i, c, ts, a, count)
         out = [x for slot, (_, keys, first, later) in by_slot.items()
                for x in (slot, keys, first, later)]
         return out, list(agents)
