@@ -695,10 +695,22 @@ def throughput_report(args: argparse.Namespace, lines: list[str]) -> dict[str, A
         ("ceiling_over_pipeline", lambda p, _n, c: c["lines_per_s"] / p["lines_per_s"]),
         ("cpu_pipeline_over_ceiling",
          lambda p, _n, c: p["cpu_s_per_m_lines"] / c["cpu_s_per_m_lines"]))}
-    report = {"pipeline": pipe, "naive (per-line tasks, sample extrapolated)": naive,
-              "ceiling (engine, one process)": ceiling, "ratios": ratios}
+    report: dict[str, Any] = {
+        "pipeline": pipe, "naive (per-line tasks, sample extrapolated)": naive,
+        "ceiling (engine, one process)": ceiling, "ratios": ratios}
     for name, figures in report.items():
         print_figures(name, figures)
+    report["rounds"] = [{"pipeline_lines_per_s": p["lines_per_s"],
+                         "pipeline_cpu_s_per_m_lines": p["cpu_s_per_m_lines"],
+                         "naive_lines_per_s": n["lines_per_s"],
+                         "ceiling_cpu_s_per_m_lines": c["cpu_s_per_m_lines"],
+                         "pipeline_over_naive": p["lines_per_s"] / n["lines_per_s"]}
+                        for p, n, c in rounds]
+    print("\nround  pipeline lines/s  CPU s/M  naive lines/s  ceiling CPU s/M  pipeline/naive")
+    for i, r in enumerate(report["rounds"], 1):
+        print(f"{i:>5}  {r['pipeline_lines_per_s']:>16,.0f}"
+              f"  {r['pipeline_cpu_s_per_m_lines']:>7.2f}  {r['naive_lines_per_s']:>13,.0f}"
+              f"  {r['ceiling_cpu_s_per_m_lines']:>15.2f}  {r['pipeline_over_naive']:>13,.0f}x")
     return report
 
 

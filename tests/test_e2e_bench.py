@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     assert report["naive (per-line tasks, sample extrapolated)"]["lines"] == 300
     assert set(report["ratios"]) == {"pipeline_over_naive", "ceiling_over_pipeline",
                                      "cpu_pipeline_over_ceiling"}
+    # Each round's figures are kept, and the ratio quoted is the median of the rounds' own.
+    rounds = report["rounds"]
+    assert rounds and all(r["pipeline_over_naive"] == pytest.approx(
+        r["pipeline_lines_per_s"] / r["naive_lines_per_s"]) for r in rounds)
+    assert report["ratios"]["pipeline_over_naive"] == pytest.approx(
+        statistics.median(r["pipeline_over_naive"] for r in rounds))
+    assert "pipeline/naive" in output
 
     latency = report["latency"]
     check_latency(latency)
