@@ -685,7 +685,8 @@ def throughput_report(args: argparse.Namespace, lines: list[str]) -> dict[str, A
     """Pipeline, naive and ceiling, with their ratios (the original three measurements).
 
     The three run in turn, round after round, so that a slower spell of this shared machine
-    hits all three alike; each ratio is the median of the rounds' own ratios.
+    hits all three alike; each ratio is the median of the rounds' own ratios, and each
+    round's figures are kept (``rounds``) to show the spread behind it.
     """
     rounds = [(run_pipeline(lines, args.agents, args.batch), run_naive(lines[:args.naive_lines]),
                run_ceiling(lines, args.batch)) for _ in range(args.repeat)]

@@ -282,6 +282,64 @@ def test_a_batch_reads_and_writes_windows_in_slices(redis_server,  # type: ignor
     assert window(redis_client, ips[-1]) == [1000.0, 1001.0, 1001.0]
 
 
+def test_windows_in_slices_from_both_hashes(redis_server,  # type: ignore[no-untyped-def]
+                                            redis_client: redis.Redis) -> None:
+    """Over 1,000 keys found in the current hash and over 1,000 others only in the previous
+    one: each key's window is the one stored for it, in whichever hash."""
+    state = build_state(Settings(redis_url=redis_server.url), RULES)
+    current = [f"10.1.{i // 250}.{i % 250}" for i in range(1200)]
+    previous = [f"10.2.{i // 250}.{i % 250}" for i in range(1200)]
+    redis_client.hset(KEYS.windows("ssh-burst"), mapping=dict.fromkeys(current, "1000 1000"))
+    redis_client.expire(KEYS.windows("ssh-burst"), 2 * GENERATION)
+    redis_client.hset(KEYS.previous_windows("ssh-burst"),
+                      mapping={**dict.fromkeys(previous, "1000 1000"), current[0]: "1 1"})
+    interleaved = [ip for pair in zip(previous, current, strict=True) for ip in pair]
+    process_batch(state, batch("both", 1001.0, [fail(ip) for ip in interleaved]))
+    assert len(alerts(redis_client)) == 2400  # 1000, 1000 and 1001: each crosses 3
+    assert window(redis_client, current[0]) == [1000.0, 1000.0, 1001.0]
+    assert window(redis_client, previous[-1]) == [1000.0, 1000.0, 1001.0]
+
+
+def test_two_threshold_rules_and_two_agents_in_one_chunk(
+        redis_server, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """Each rule keeps its own windows; an alert names the agent whose hit crossed."""
+    user_pack = PACK.replace("ssh-burst", "user-burst").replace("src_ip", "user").replace(
+        r"for \S+ from (?P<user>[\d.]+)", r"for (?P<user>\S+) from [\d.]+")
+    rules = [*RULES, *parse_pack(user_pack, "user.yml")]
+    state = build_state(Settings(redis_url=redis_server.url), rules)
+    chunk = Chunk("two", [Segment.of("h1", "auth.log", 1000.0, [fail("192.0.2.1")] * 2),
+                          Segment.of("h2", "auth.log", 1001.0, [fail("192.0.2.1")])])
+    process_batch(state, Batch("t", [chunk]))
+    got = {(a["rule"], a["key"], a["agent"], a["count"]) for a in alerts(redis_client)}
+    assert got == {("ssh-burst", "192.0.2.1", "h2", "3"), ("user-burst", "root", "h2", "3")}
+    assert window(redis_client, "root", "user-burst") == [1000.0, 1000.0, 1001.0]
+
+
+def test_a_keys_events_keep_the_order_they_were_read(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    """An agent's segment at a time seen earlier in the chunk does not move a key's hit
+    ahead of hits read before it: K at 1000 (twice), then K at 1100, slides out of the
+    window instead of crossing it."""
+    chunk = Chunk("order", [Segment.of("h1", "a.log", 1100.0, [fail("192.0.2.8")]),
+                            Segment.of("h1", "b.log", 1000.0, [fail("192.0.2.9")] * 2),
+                            Segment.of("h1", "a.log", 1100.0, [fail("192.0.2.9")])])
+    process_batch(workers[0], Batch("t", [chunk]))
+    assert alerts(redis_client) == []
+    assert window(redis_client, "192.0.2.9") == [1100.0]
+
+
+def test_a_redelivered_batch_does_not_turn_the_hash(
+        workers: list[WorkerState], redis_client: redis.Redis) -> None:
+    """A batch whose chunks were all counted before reads and writes no window: not even a
+    hash whose generation is over turns."""
+    once = batch("once", 1000.0, [fail("203.0.113.9")])
+    process_batch(workers[0], once)
+    redis_client.expire(KEYS.windows("ssh-burst"), GENERATION)  # due to turn
+    assert process_batch(workers[1], once) == (0, 1)
+    assert redis_client.hgetall(KEYS.windows("ssh-burst")) == {"203.0.113.9": "1000"}
+    assert not redis_client.exists(KEYS.previous_windows("ssh-burst"))
+
+
 def test_redelivered_chunk_adds_no_hits(workers: list[WorkerState],
                                         redis_client: redis.Redis) -> None:
     a, b = workers

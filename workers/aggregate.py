@@ -9,7 +9,9 @@ rule), never per line, so the cost follows the number of segments and matches, n
   up to :data:`MATCH_SAMPLES` of its lines), not one entry per matching line, which at a
   quarter of all lines matching would cost Redis more than the scan costs the worker;
 * thresholds: each match of a threshold rule, keyed by the rule's ``by`` field (extracted
-  with ``re`` from the matched line only), counted per (rule, key, segment).
+  with ``re`` from the matched line only), counted per key in each (segment, rule): one
+  ``Counter`` per group, in the order read (the result store merges a chunk's events of one
+  key, time and agent).
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class ChunkDelta:
     agent_lines: Counter[str] = field(default_factory=Counter)
     agent_signatures: dict[str, Counter[str]] = field(default_factory=dict)
     groups: list[MatchGroup] = field(default_factory=list)
-    # (threshold rule index, segment time, agent) -> matches of that rule per key
-    hits: dict[tuple[int, float, str], Counter[str]] = field(default_factory=dict)
+    # (threshold rule index, segment time, agent, matches of that rule per key), as read
+    hits: list[tuple[int, float, str, Counter[str]]] = field(default_factory=list)
     truncated: int = 0
 
 
@@ -157,19 +159,10 @@ def aggregate(batch: Batch, flat: Flat, pairs: Sequence[tuple[int, int]],
         delta.groups.append(MatchGroup(rule, span.host, span.source, span.time,
                                        len(found), samples))
         if threshold is not None:
-            _add_hits(delta.hits, (r, span.time, span.host),
-                      rule.field_counts(texts, threshold.by))
+            counts = rule.field_counts(texts, threshold.by)
+            if counts:
+                delta.hits.append((r, span.time, span.host, counts))
     return deltas
-
-
-def _add_hits(hits: dict[tuple[int, float, str], Counter[str]], group: tuple[int, float, str],
-              counts: Counter[str]) -> None:
-    """A threshold rule's keys in one segment, merged with another segment's of the same
-    agent and time (as one event each: the result script replays events one by one)."""
-    if counts:
-        merged = hits.setdefault(group, counts)
-        if merged is not counts:
-            merged.update(counts)
 
 
 def lines_at(text: str, starts: list[int]) -> list[str]:

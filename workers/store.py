@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
 from typing import Any
@@ -74,6 +75,7 @@ local function alert(key, m, n, first, last, agent)
   raised = raised + 1
 end
 local function hmget(hash, fields)
+  if #fields == 0 then return {} end
   if #fields <= SLICE then return redis.call('HMGET', hash, unpack(fields)) end
   local out = {}
   for i = 1, #fields, SLICE do
@@ -149,6 +151,14 @@ local function replay(key, m, raw, evs)
   end
   return table.concat(times, ' ', lo, last)
 end
+-- Whether a rule has an event of a fresh chunk (always, unless a chunk was redelivered).
+local function has_fresh(first, more)
+  if dup == 0 or next(more) ~= nil then return true end
+  for f = 1, #first, 4 do
+    if is_fresh[first[f]] then return true end
+  end
+  return false
+end
 local function threshold_hits(slot, keys, first, later)
   local m = (slot - 1) * 7
   local count = rules[m + 3]
@@ -164,13 +174,14 @@ local function threshold_hits(slot, keys, first, later)
       evs[#evs + 1], evs[#evs + 2], evs[#evs + 3] = later[j + 2], later[j + 3], later[j + 4]
     end
   end
+  if not has_fresh(first, more) then return end  -- all in redelivered chunks: no change
   local raws = read_windows(m, keys)
   local fields = {}
   for i = 1, #keys do
     local f = 4 * i - 3
-    local counts, evs = is_fresh[first[f]], more[i]
+    local first_fresh, evs = is_fresh[first[f]], more[i]
     local raw, value = raws[i], nil
-    if counts and not evs and not raw then
+    if first_fresh and not evs and not raw then
       -- One event and no window yet (most keys): nothing to trim or sort. Lua 5.1's
       -- string.rep has no separator; tostring formats as table.concat does.
       local ts, n = first[f + 1], first[f + 3]
@@ -179,9 +190,9 @@ local function threshold_hits(slot, keys, first, later)
       if n > 1 and count > 1 then
         value = string.rep(value .. ' ', math.min(n, count) - 1) .. value
       end
-    elseif counts or evs then
+    elseif first_fresh or evs then
       local all = evs
-      if counts then
+      if first_fresh then
         all = {first[f + 1], first[f + 2], first[f + 3]}
         for j = 1, evs and #evs or 0 do all[3 + j] = evs[j] end
       end
@@ -327,42 +338,20 @@ class ResultStore:
         return int(fresh), int(dup)
 
     def _thresholds(self, deltas: Sequence[ChunkDelta]) -> tuple[list[Any], list[str]]:
-        """The batch's threshold hits in the script's columns, and the agents they name.
-
-        Per rule: its slot in the script's rule table; its keys, each once, in the order
-        first read; each key's first event as (chunk number from 1, log time, agent number
-        from 1, hits); and every later event of any of its keys as (key number from 1, then
-        the same four), in the order read. The script keeps only fresh chunks' events. A
-        group of keys none of which the rule has seen yet in the batch (the usual case) is
-        added with C-level calls, not a step per key.
-        """
+        """The batch's threshold hits in the script's columns (see :class:`_Columns`), per
+        rule with its slot in the script's rule table, and the agents they name."""
         slots = self._slots
         agents: dict[str, int] = {}
-        by_slot: dict[int, tuple[dict[str, int], list[str], list[Any], list[Any]]] = {}
+        by_slot: dict[int, _Columns] = {}
         for c, delta in enumerate(deltas, 1):
-            for (r, ts, agent), counts in delta.hits.items():
+            for r, ts, agent, counts in delta.hits:
                 a = agents.setdefault(agent, len(agents) + 1)
                 columns = by_slot.get(slots[r])
                 if columns is None:
-                    columns = by_slot[slots[r]] = ({}, [], [], [])
-                index, keys, first, later = columns
-                if index.keys().isdisjoint(counts):
-                    size, known = len(counts), len(keys)
-                    index.update(zip(counts, range(known + 1, known + size + 1), strict=True))
-                    keys += counts
-                    first += chain.from_iterable(zip(repeat(c, size), repeat(ts, size),
-                                                     repeat(a, size), counts.values(), strict=True))
-                    continue
-                for key, count in counts.items():
-                    i = index.get(key)
-                    if i is None:
-                        keys.append(key)
-                        index[key] = len(keys)
-                        first += (c, ts, a, count)
-                    else:
-                        later += (i, c, ts, a, count)
-        out = [x for slot, (_, keys, first, later) in by_slot.items()
-               for x in (slot, keys, first, later)]
+                    columns = by_slot[slots[r]] = _Columns()
+                columns.add(c, ts, a, counts)
+        out = [x for slot, columns in by_slot.items()
+               for x in (slot, columns.keys, columns.first, columns.later)]
         return out, list(agents)
 
     def publish_rules(self, rules: Iterable[Rule]) -> None:
@@ -370,6 +359,57 @@ class ResultStore:
         mapping: dict[Any, Any] = {r.id: json.dumps(r.metadata()) for r in rules}
         if mapping:
             self.client.hset(self.keys.rules, mapping=mapping)
+
+
+class _Columns:
+    """One threshold rule's hits in a batch, as the result script reads them.
+
+    ``keys``: each key once, in the order first read. ``first``: each key's first event,
+    four values: chunk number (from 1), log time, agent number (from 1), hits. ``later``: the
+    keys' other events, five values: key number (from 1), then the same four, in the order
+    read. Within a chunk, a key's hits at one time from one agent are one event (summed where
+    first read), as the result script has always replayed them.
+    """
+
+    __slots__ = ("first", "index", "keys", "later", "later_at")
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.first: list[Any] = []
+        self.later: list[Any] = []
+        self.later_at: dict[tuple[int, int, float, int], int] = {}  # event -> its hits' index
+
+    def add(self, chunk: int, ts: float, agent: int, counts: Counter[str]) -> None:
+        """One segment's hits per key. When none of its keys was read before in the batch
+        (the usual case) they are added with C-level calls, not a step per key."""
+        if not self.index.keys().isdisjoint(counts):
+            self._merge(chunk, ts, agent, counts)
+            return
+        size, known = len(counts), len(self.keys)
+        self.index.update(zip(counts, range(known + 1, known + size + 1), strict=True))
+        self.keys += counts
+        self.first += chain.from_iterable(zip(repeat(chunk, size), repeat(ts, size),
+                                              repeat(agent, size), counts.values(), strict=True))
+
+    def _merge(self, chunk: int, ts: float, agent: int, counts: Counter[str]) -> None:
+        first, later = self.first, self.later
+        for key, n in counts.items():
+            i = self.index.get(key)
+            if i is None:
+                self.keys.append(key)
+                self.index[key] = len(self.keys)
+                first += (chunk, ts, agent, n)
+            elif first[4 * i - 4:4 * i - 1] == [chunk, ts, agent]:
+                first[4 * i - 1] += n
+            else:
+                event = (i, chunk, ts, agent)
+                at = self.later_at.get(event)
+                if at is None:
+                    self.later_at[event] = len(later) + 4
+                    later += (*event, n)
+                else:
+                    later[at] += n
 
 
 def connect(settings: Settings) -> redis.Redis:
