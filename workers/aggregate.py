@@ -69,7 +69,7 @@ class ChunkDelta:
     agent_lines: Counter[str] = field(default_factory=Counter)
     agent_signatures: dict[str, Counter[str]] = field(default_factory=dict)
     groups: list[MatchGroup] = field(default_factory=list)
-    # (threshold rule index, segment time, agent, matches of that rule per key), as read
+    # (index of a threshold rule, segment time, agent, matches of the rule per key), as read
     hits: list[tuple[int, float, str, Counter[str]]] = field(default_factory=list)
     truncated: int = 0
 

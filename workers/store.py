@@ -187,7 +187,7 @@ local function threshold_hits(slot, keys, first, later)
       local ts, n = first[f + 1], first[f + 3]
       if n >= count then alert(keys[i], m, n, ts, ts, first[f + 2]) end
       value = tostring(ts)
-      if n > 1 and count > 1 then
+      if n > 1 then  -- a count is at least 2
         value = string.rep(value .. ' ', math.min(n, count) - 1) .. value
       end
     elseif first_fresh or evs then
