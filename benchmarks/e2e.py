@@ -708,7 +708,7 @@ def throughput_report(args: argparse.Namespace, lines: list[str]) -> dict[str, A
         print_figures(name, figures)
     report["rounds"] = kept
     print("\nround  pipeline lines/s  CPU s/M  naive lines/s  ceiling CPU s/M  pipeline/naive")
-    for i, r in enumerate(report["rounds"], 1):
+    for i, r in enumerate(kept, 1):
         print(f"{i:>5}  {r['pipeline_lines_per_s']:>16,.0f}"
               f"  {r['pipeline_cpu_s_per_m_lines']:>7.2f}  {r['naive_lines_per_s']:>13,.0f}"
               f"  {r['ceiling_cpu_s_per_m_lines']:>15.2f}  {r['pipeline_over_naive']:>13,.0f}x")

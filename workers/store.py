@@ -74,8 +74,7 @@ local function alert(key, m, n, first, last, agent)
              'agent', names[agent])
   raised = raised + 1
 end
-local function hmget(hash, fields)
-  if #fields == 0 then return {} end
+local function hmget(hash, fields)  -- fields: at least one
   if #fields <= SLICE then return redis.call('HMGET', hash, unpack(fields)) end
   local out = {}
   for i = 1, #fields, SLICE do
